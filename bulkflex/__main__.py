@@ -1,0 +1,5 @@
+import sys
+
+from bulkflex.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""Entry point: argument parsing, log set-up, and the one table from errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from bulkflex import __version__
+from bulkflex.cli import _commands
+from bulkflex.errors import BulkflexError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_DESTINATION = 4
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bulkflex",
+        description="Fast, resumable, verified bulk downloads from STAC catalogs.",
+    )
+    parser.add_argument("--version", action="version", version=f"bulkflex {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _commands.MODULES:
+        module.add_parser(sub)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bulkflex: %(levelname)s: %(message)s"))
+    root = logging.getLogger("bulkflex")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (``__main__`` passes it to ``sys.exit``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        status: int = args.func(args)
+    except BulkflexError as exc:
+        print(f"bulkflex: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bulkflex: interrupted; progress is saved, run the same command to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return status
