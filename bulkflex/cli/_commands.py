@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bulkflex.cli import download
+from bulkflex.cli import download, status
 
-MODULES: list[ModuleType] = [download]
+MODULES: list[ModuleType] = [download, status]

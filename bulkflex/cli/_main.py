@@ -55,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bulkflex: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("bulkflex: interrupted; progress is saved, run the same command to finish", file=sys.stderr)
+        print(
+            "bulkflex: interrupted; progress is saved, run the same command to finish",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     return status

@@ -82,7 +82,7 @@ class Checksum:
         return ALGORITHMS[self.code][0]
 
     def new_hasher(self) -> Hasher:
-        """A fresh incremental hasher for this algorithm (hashlib releases the GIL on big blocks)."""
+        """A fresh incremental hasher (hashlib releases the GIL on large blocks)."""
         constructor = ALGORITHMS[self.code][1]
         if constructor == "blake2b-256":
             return hashlib.blake2b(digest_size=32)
@@ -131,9 +131,7 @@ def parse_multihash(text: str) -> Checksum:
         raise MultihashError(f"unsupported multihash code 0x{code:x}")
     name, _, full_length = ALGORITHMS[code]
     if length != len(digest):
-        raise MultihashError(
-            f"{name} multihash says {length} digest bytes but has {len(digest)}"
-        )
+        raise MultihashError(f"{name} multihash says {length} digest bytes but has {len(digest)}")
     if length == 0 or length > full_length:
         raise MultihashError(f"{name} digest length {length} is not between 1 and {full_length}")
     return Checksum(code, digest)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["STATE_DIR", "PART_SUFFIX", "UnsafePath", "safe_relative_path", "path_from_url"]
+__all__ = ["PART_SUFFIX", "STATE_DIR", "UnsafePath", "path_from_url", "safe_relative_path"]
 
 #: Folder under the destination that holds bulkflex's own state; no manifest path may enter it.
 STATE_DIR = ".bulkflex"
@@ -71,6 +71,6 @@ def safe_relative_path(candidate: str) -> str:
 
 
 def path_from_url(url: str) -> str:
-    """The last non-empty path segment of ``url`` (query and fragment ignored), or ``"download"``."""
+    """The last non-empty path segment of ``url`` (query ignored), or ``"download"``."""
     segments = [s for s in urlsplit(url).path.split("/") if s]
     return unquote(segments[-1]) if segments else "download"

@@ -1,0 +1,276 @@
+"""``bulkflex download MANIFEST -d DEST``: fetch a manifest, resumably, with a progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from bulkflex.cli._args import human_bytes, positive_float, positive_int, size
+from bulkflex.core.retry import RetryPolicy, StallRule
+from bulkflex.transfer import Credentials, DownloadOptions, Summary, run_download
+from bulkflex.transfer import events as ev
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+_FAILURES_SHOWN = 50
+
+
+def add_download_arguments(parser: argparse.ArgumentParser) -> None:
+    """The engine's flags, shared with ``bulkflex get``."""
+    defaults = DownloadOptions()
+    group = parser.add_argument_group("download")
+    group.add_argument(
+        "--connections",
+        type=positive_int,
+        default=defaults.connections,
+        help=f"simultaneous requests in all (default {defaults.connections})",
+    )
+    group.add_argument(
+        "--per-host",
+        type=positive_int,
+        default=defaults.per_host,
+        help=f"simultaneous requests to one host, across files (default {defaults.per_host})",
+    )
+    group.add_argument(
+        "--retries",
+        type=positive_int,
+        default=defaults.retry.max_attempts - 1,
+        help="retries per file for transient errors (default %(default)s)",
+    )
+    group.add_argument(
+        "--read-timeout",
+        type=positive_float,
+        default=defaults.read_timeout_s,
+        metavar="S",
+        help="abandon and retry a request silent for S seconds (default %(default)s)",
+    )
+    group.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        default=defaults.connect_timeout_s,
+        metavar="S",
+        help="TCP connect timeout (default %(default)s)",
+    )
+    group.add_argument(
+        "--flush-bytes",
+        type=size,
+        default=defaults.flush_bytes,
+        metavar="SIZE",
+        help="sync and record progress every SIZE bytes per connection (default 64M)",
+    )
+    group.add_argument(
+        "--flush-seconds",
+        type=positive_float,
+        default=defaults.flush_seconds,
+        metavar="S",
+        help="... or every S seconds, whichever comes first (default %(default)s)",
+    )
+    group.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (for scripts and logs)"
+    )
+    group.add_argument(
+        "--log-json",
+        metavar="FILE",
+        help="append one JSON event a line: start, retry, resumed, verified, failed, ...",
+    )
+    group.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use uvloop when installed (default: yes if installed)",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> DownloadOptions:
+    defaults = DownloadOptions()
+    return replace(
+        defaults,
+        connections=max(args.connections, args.per_host)
+        if args.connections < args.per_host
+        else args.connections,
+        per_host=args.per_host,
+        retry=replace(defaults.retry or RetryPolicy(), max_attempts=args.retries + 1),
+        read_timeout_s=args.read_timeout,
+        connect_timeout_s=args.connect_timeout,
+        stall=StallRule(),
+        flush_bytes=args.flush_bytes,
+        flush_seconds=args.flush_seconds,
+    )
+
+
+def want_uvloop(flag: bool | None) -> bool:
+    if flag is False:
+        return False
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if flag:
+            raise SystemExit("bulkflex: error: --uvloop: uvloop is not installed") from None
+        return False
+    return True
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "download",
+        help="download every entry of a manifest (resumable)",
+        description="Download every entry of MANIFEST into DEST. Run the same command again "
+        "after any interruption: it resumes and re-fetches nothing already durable.",
+    )
+    parser.add_argument("manifest", type=Path, help="JSON Lines manifest (from `bulkflex plan`)")
+    parser.add_argument("-d", "--dest", type=Path, required=True, help="destination folder")
+    add_download_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return execute(
+        args.manifest,
+        args.dest,
+        options_from_args(args),
+        progress=not args.no_progress,
+        log_json=args.log_json,
+        credentials=None,
+        use_uvloop=want_uvloop(args.uvloop),
+    )
+
+
+class _Reporter:
+    """Turns engine events into a tqdm bar and ``--log-json`` lines."""
+
+    def __init__(self, progress: bool, log_json: IO[str] | None) -> None:
+        self.show_bar = progress
+        self.log = log_json
+        self.bar: tqdm[Any] | None = None
+        self.files_total = 0
+        self.done = 0
+        self.failed = 0
+        self._last_postfix = 0.0
+
+    def __call__(self, event: ev.Event) -> None:
+        if self.log is not None and not isinstance(event, ev.Progress):
+            record = ev.event_record(event)
+            record["time"] = round(time.time(), 3)
+            self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
+        if isinstance(event, ev.Started):
+            self.files_total = event.files
+            self.done = event.already_done
+            if self.show_bar:
+                self.bar = tqdm(
+                    total=event.total_bytes,
+                    initial=event.already_done_bytes + event.partial_bytes,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc="download",
+                    dynamic_ncols=True,
+                    file=sys.stderr,
+                    smoothing=0.1,
+                    mininterval=0.25,
+                )
+                self._postfix(force=True)
+        elif isinstance(event, ev.Progress):
+            if self.bar is not None:
+                self.bar.update(event.nbytes)
+        elif isinstance(event, ev.Verified):
+            self.done += 1
+            self._postfix()
+        elif isinstance(event, ev.Failed):
+            self.failed += 1
+            self._postfix(force=True)
+            if self.bar is not None:
+                self.bar.write(f"bulkflex: failed: {event.path}: {event.reason}", file=sys.stderr)
+        elif isinstance(event, ev.AuthPaused) and self.bar is not None:
+            self.bar.write(
+                f"bulkflex: token refused by {event.host}: pausing to renew it", file=sys.stderr
+            )
+        elif isinstance(event, ev.AuthResumed) and self.bar is not None:
+            self.bar.write(f"bulkflex: new token for {event.host}: resuming", file=sys.stderr)
+        elif isinstance(event, ev.Finished) and self.bar is not None:
+            self._postfix(force=True)
+            self.bar.close()
+
+    def _postfix(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.bar is None or (not force and now - self._last_postfix < 0.25):
+            return
+        self._last_postfix = now
+        text = f"{self.done}/{self.files_total} files"
+        if self.failed:
+            text += f", {self.failed} failed"
+        self.bar.set_postfix_str(text, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def execute(
+    manifest: Path | str,
+    dest: Path | str,
+    options: DownloadOptions,
+    *,
+    progress: bool,
+    log_json: str | None,
+    credentials: Credentials | None,
+    use_uvloop: bool = False,
+) -> int:
+    """Run a download with progress output and a summary; returns the exit status.
+
+    Reused by ``bulkflex get`` and ``bulkflex demo``.
+    """
+    log_file = open(log_json, "a", encoding="utf-8") if log_json else None  # noqa: SIM115
+    reporter = _Reporter(progress, log_file)
+    try:
+        summary = run_download(
+            manifest,
+            dest,
+            options,
+            on_event=reporter,
+            credentials=credentials,
+            use_uvloop=use_uvloop,
+        )
+    finally:
+        reporter.close()
+        if log_file is not None:
+            log_file.close()
+    print_summary(summary, dest)
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def print_summary(summary: Summary, dest: Path | str) -> None:
+    rate = summary.bytes_downloaded / summary.seconds if summary.seconds > 0 else 0.0
+    parts = [f"{summary.files_done} downloaded"]
+    if summary.files_skipped:
+        parts.append(f"{summary.files_skipped} already complete")
+    parts.append(f"{summary.files_failed} failed")
+    if summary.files_pending:
+        parts.append(f"{summary.files_pending} pending")
+    print(
+        f"bulkflex: {summary.files_total} files: {', '.join(parts)}; "
+        f"{human_bytes(summary.bytes_downloaded)} in {summary.seconds:.1f} s "
+        f"({human_bytes(rate)}/s)"
+    )
+    for path, reason in summary.failures[:_FAILURES_SHOWN]:
+        print(f"FAILED {path}: {reason}", file=sys.stderr)
+    if len(summary.failures) > _FAILURES_SHOWN:
+        print(
+            f"... and {len(summary.failures) - _FAILURES_SHOWN} more: bulkflex status {dest}",
+            file=sys.stderr,
+        )
+    if summary.interrupted:
+        print(
+            "bulkflex: interrupted; progress is saved, run the same command to finish",
+            file=sys.stderr,
+        )
+    elif summary.files_failed:
+        print("bulkflex: run the same command to retry the failed files", file=sys.stderr)

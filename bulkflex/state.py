@@ -1,0 +1,400 @@
+"""The state database: ``DEST/.bulkflex/state.sqlite`` (SQLite, WAL), one row per manifest path.
+
+It records what partial bytes on disk are worth, so that a rerun after any interruption resumes
+instead of starting over, and never keeps bytes whose validator changed.
+
+Ordering rule (aria2's): a byte range is written to ``durable`` only after its bytes were
+``fdatasync``-ed; a row becomes ``done`` only after the file was verified, fsync-ed, renamed into
+place and its folder fsync-ed. A crash therefore loses at most the window between two flushes.
+``synchronous=NORMAL`` is enough for that: a process crash loses no committed WAL frame, and a
+power cut can only lose recent commits, which under-claims progress but never over-claims it.
+
+Loading a manifest is one transaction: a malformed line or a duplicate path rolls everything
+back, so a bad manifest changes nothing. Memory stays flat: lines are streamed, and duplicates
+are found by the UNIQUE index on ``path`` rather than a Python set.
+
+No secret is ever stored: tokens travel in headers, never in URLs bulkflex writes here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bulkflex.core.paths import STATE_DIR
+from bulkflex.core.ranges import Extents
+from bulkflex.errors import DestinationError, ManifestError, StateError
+from bulkflex.manifest import ManifestEntry, read_manifest
+
+__all__ = ["EntryRow", "StateDB", "StatusCounts", "state_path"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    id            INTEGER PRIMARY KEY,
+    path          TEXT NOT NULL UNIQUE,  -- safe relative path under DEST
+    url           TEXT NOT NULL,         -- as in the manifest
+    size          INTEGER,               -- expected size from the manifest, or NULL
+    checksum      TEXT,                  -- file:checksum multihash from the manifest, or NULL
+    record        TEXT NOT NULL,         -- the manifest line, for context columns
+    run           INTEGER NOT NULL,      -- last run whose manifest listed this path
+    line          INTEGER NOT NULL,      -- its line number in that manifest
+    status        TEXT NOT NULL DEFAULT 'pending',  -- pending | done | failed
+    total         INTEGER,               -- size the server announced for the bytes in .part
+    etag          TEXT,                  -- strong ETag the .part bytes belong to
+    last_modified TEXT,                  -- Last-Modified the .part bytes belong to
+    durable       TEXT NOT NULL DEFAULT '',  -- fdatasync-ed byte ranges of .part ("a-b,c-d")
+    attempts      INTEGER NOT NULL DEFAULT 0, -- attempts in the current run
+    restarts      INTEGER NOT NULL DEFAULT 0, -- restarts from 0 in the current run
+    error_kind    TEXT,                  -- last failure class (see errors.TransferError.kind)
+    error         TEXT,                  -- last failure, one line, no secrets
+    updated       REAL                   -- Unix time of the last change
+);
+CREATE INDEX IF NOT EXISTS entries_run_status ON entries (run, status);
+"""
+
+_UPSERT = """
+INSERT INTO entries (path, url, size, checksum, record, run, line, updated)
+VALUES (:path, :url, :size, :checksum, :record, :run, :line, :now)
+ON CONFLICT (path) DO UPDATE SET
+    -- a changed url, size or checksum makes the bytes on disk worthless
+    status = CASE
+        WHEN entries.url IS NOT excluded.url OR entries.size IS NOT excluded.size
+             OR entries.checksum IS NOT excluded.checksum THEN 'pending'
+        WHEN entries.status = 'failed' THEN 'pending'
+        ELSE entries.status END,
+    durable = CASE
+        WHEN entries.url IS NOT excluded.url OR entries.size IS NOT excluded.size
+             OR entries.checksum IS NOT excluded.checksum THEN ''
+        ELSE entries.durable END,
+    url = excluded.url, size = excluded.size, checksum = excluded.checksum,
+    record = excluded.record, run = excluded.run, line = excluded.line,
+    attempts = 0, restarts = 0, updated = excluded.updated
+WHERE entries.run < excluded.run
+"""
+
+
+def state_path(dest: str | os.PathLike[str]) -> Path:
+    return Path(dest) / STATE_DIR / "state.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    """One entry as the engine needs it."""
+
+    id: int
+    path: str
+    url: str
+    size: int | None
+    checksum: str | None
+    status: str
+    total: int | None
+    etag: str | None
+    last_modified: str | None
+    durable: Extents
+    attempts: int
+    restarts: int
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    run: int
+    done: int
+    pending: int
+    failed: int
+    done_bytes: int
+    partial_bytes: int
+    expected_bytes: int | None
+    failures: tuple[tuple[str, str, str], ...]  # (path, kind, error)
+
+
+def _row(r: sqlite3.Row) -> EntryRow:
+    return EntryRow(
+        id=r["id"],
+        path=r["path"],
+        url=r["url"],
+        size=r["size"],
+        checksum=r["checksum"],
+        status=r["status"],
+        total=r["total"],
+        etag=r["etag"],
+        last_modified=r["last_modified"],
+        durable=Extents.from_text(r["durable"]),
+        attempts=r["attempts"],
+        restarts=r["restarts"],
+        line=r["line"],
+    )
+
+
+class StateDB:
+    """The state of one destination. Not thread-safe: use it from one thread (the event loop).
+
+    Writes are buffered in one open transaction; :meth:`commit` ends it. The engine commits on a
+    short timer (group commit), so thousands of small files cost a handful of commits.
+    """
+
+    def __init__(self, dest: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = state_path(dest)
+        if not create and not self.path.exists():
+            raise StateError(
+                f"no bulkflex state in {os.fspath(dest)} (nothing downloaded there yet)"
+            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except OSError as exc:
+            raise DestinationError(
+                f"cannot create {self.path.parent}: {exc.strerror or exc}"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open {self.path}: {exc}") from exc
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+            version = self._meta("schema_version")
+            if version is None:
+                self._set_meta("schema_version", str(SCHEMA_VERSION))
+            elif int(version) != SCHEMA_VERSION:
+                raise StateError(
+                    f"{self.path} has schema version {version}; "
+                    f"this bulkflex reads version {SCHEMA_VERSION}"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{self.path} is not a usable state database: {exc}") from exc
+        self._in_tx = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self._db.execute("BEGIN")
+            self._in_tx = True
+
+    def _write(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        self._begin()
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise _map_sqlite_error(exc, self.path) from exc
+
+    def commit(self) -> None:
+        """Make every buffered change durable (against a process crash)."""
+        if self._in_tx:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise _map_sqlite_error(exc, self.path) from exc
+            self._in_tx = False
+
+    def rollback(self) -> None:
+        if self._in_tx:
+            self._db.execute("ROLLBACK")
+            self._in_tx = False
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        finally:
+            self._db.close()
+
+    # -- loading ----------------------------------------------------------------------------
+
+    @property
+    def run(self) -> int:
+        """The number of the current (last loaded) run; 0 before any."""
+        value = self._meta("run")
+        return int(value) if value is not None else 0
+
+    def load_manifest(self, manifest: str | os.PathLike[str]) -> int:
+        """Load ``manifest`` as a new run; returns the number of entries in it.
+
+        Idempotent for an unchanged manifest: done entries stay done, partial bytes stay valid.
+        Entries whose url, size or checksum changed lose their progress. Failed entries get a
+        fresh retry budget.
+
+        Raises:
+            ManifestError: a malformed line or a duplicate path; the database is unchanged.
+        """
+        self.commit()
+        run = self.run + 1
+        source = os.fspath(manifest)
+        now = time.time()
+        count = 0
+        self._begin()
+        try:
+            self._set_meta("run", str(run))
+            for line, entry in read_manifest(source):
+                cursor = self._db.execute(
+                    _UPSERT,
+                    {
+                        "path": entry.path,
+                        "url": entry.url,
+                        "size": entry.size,
+                        "checksum": entry.checksum,
+                        "record": entry.to_json(),
+                        "run": run,
+                        "line": line,
+                        "now": now,
+                    },
+                )
+                if cursor.rowcount == 0:
+                    first = self._db.execute(
+                        "SELECT line FROM entries WHERE path = ?", (entry.path,)
+                    ).fetchone()
+                    raise ManifestError(
+                        source,
+                        line,
+                        f"duplicate path {entry.path!r} (first on line {first['line']})",
+                    )
+                count += 1
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return count
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def iter_run(self, *, batch: int = 1000, include_done: bool = True) -> Iterator[EntryRow]:
+        """Entries of the current run in manifest order, fetched in pages (flat memory)."""
+        run = self.run
+        last_id = 0
+        status_filter = "" if include_done else "AND status != 'done'"
+        while True:
+            rows = self._db.execute(
+                f"SELECT * FROM entries WHERE run = ? AND id > ? {status_filter} "
+                "ORDER BY id LIMIT ?",
+                (run, last_id, batch),
+            ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield _row(r)
+            last_id = rows[-1]["id"]
+
+    def get(self, entry_id: int) -> EntryRow:
+        r = self._db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        if r is None:
+            raise StateError(f"entry {entry_id} vanished from the state database")
+        return _row(r)
+
+    def counts(self, *, failures_limit: int = 1000) -> StatusCounts:
+        run = self.run
+        rows = self._db.execute(
+            "SELECT status, COUNT(*) AS n, COALESCE(SUM(COALESCE(size, total)), 0) AS bytes, "
+            "SUM(size IS NULL AND total IS NULL) AS unknown "
+            "FROM entries WHERE run = ? GROUP BY status",
+            (run,),
+        ).fetchall()
+        by_status = {r["status"]: r for r in rows}
+        expected = sum(r["bytes"] for r in rows)
+        unknown = sum(r["unknown"] or 0 for r in rows)
+        partial = 0
+        for (text,) in self._db.execute(
+            "SELECT durable FROM entries WHERE run = ? AND status != 'done' AND durable != ''",
+            (run,),
+        ):
+            partial += Extents.from_text(text).total
+        failures = tuple(
+            (r["path"], r["error_kind"] or "", r["error"] or "")
+            for r in self._db.execute(
+                "SELECT path, error_kind, error FROM entries WHERE run = ? AND status = 'failed' "
+                "ORDER BY id LIMIT ?",
+                (run, failures_limit),
+            )
+        )
+        done = by_status.get("done")
+        return StatusCounts(
+            run=run,
+            done=done["n"] if done else 0,
+            pending=by_status["pending"]["n"] if "pending" in by_status else 0,
+            failed=by_status["failed"]["n"] if "failed" in by_status else 0,
+            done_bytes=done["bytes"] if done else 0,
+            partial_bytes=partial,
+            expected_bytes=None if unknown else expected,
+            failures=failures,
+        )
+
+    # -- updates (buffered; see commit) -----------------------------------------------------
+
+    def set_progress(
+        self,
+        entry_id: int,
+        durable: Extents,
+        *,
+        total: int | None,
+        etag: str | None,
+        last_modified: str | None,
+    ) -> None:
+        """Record bytes that are already fdatasync-ed, and the version they belong to."""
+        self._write(
+            "UPDATE entries SET durable = ?, total = ?, etag = ?, last_modified = ?, updated = ? "
+            "WHERE id = ?",
+            (durable.to_text(), total, etag, last_modified, time.time(), entry_id),
+        )
+
+    def reset(self, entry_id: int, *, restart: bool) -> None:
+        """Forget the partial bytes of an entry (they are worthless)."""
+        self._write(
+            "UPDATE entries SET durable = '', total = NULL, etag = NULL, last_modified = NULL, "
+            "status = 'pending', restarts = restarts + ?, updated = ? WHERE id = ?",
+            (1 if restart else 0, time.time(), entry_id),
+        )
+
+    def add_attempt(self, entry_id: int, error: str) -> None:
+        self._write(
+            "UPDATE entries SET attempts = attempts + 1, error = ?, updated = ? WHERE id = ?",
+            (error, time.time(), entry_id),
+        )
+
+    def mark_done(self, entry_id: int, size: int) -> None:
+        self._write(
+            "UPDATE entries SET status = 'done', durable = ?, total = ?, error = NULL, "
+            "error_kind = NULL, updated = ? WHERE id = ?",
+            (f"0-{size}" if size else "", size, time.time(), entry_id),
+        )
+
+    def mark_failed(self, entry_id: int, kind: str, error: str) -> None:
+        self._write(
+            "UPDATE entries SET status = 'failed', error_kind = ?, error = ?, updated = ? "
+            "WHERE id = ?",
+            (kind, error, time.time(), entry_id),
+        )
+
+
+def _map_sqlite_error(exc: sqlite3.OperationalError, path: Path) -> Exception:
+    text = str(exc)
+    if "full" in text or "disk I/O" in text or "readonly" in text:
+        return DestinationError(f"cannot write the state database {path}: {text}")
+    return StateError(f"state database {path}: {text}")
+
+
+def record_of(row: sqlite3.Row) -> ManifestEntry:
+    """The manifest entry a row was loaded from."""
+    return ManifestEntry.from_record(json.loads(row["record"]))

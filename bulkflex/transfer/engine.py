@@ -1,0 +1,777 @@
+"""The download engine: a manifest in, verified files out, resumable across any interruption.
+
+Shape of a run::
+
+    load manifest -> state (one transaction)
+    producer ──(bounded stream)──> N workers ──> per entry: request, check, stream, verify, rename
+                                                   │ every flush window: fdatasync, then record
+    committer: every commit_interval_s, fsync renamed folders, then mark entries done, COMMIT
+
+Rules the code keeps:
+- Bytes are recorded as durable only after fdatasync; an entry is done only after verification,
+  fsync, rename and a folder fsync (files.py, state.py).
+- Every response is judged by the pure ``check_response`` before a body byte is written; a body is
+  written at an offset only when a 206 names exactly that offset.
+- Every retry resumes from the bytes already on disk: bytes that arrived before a connection broke
+  are written and flushed first.
+- A fatal condition (full disk, no way to get a token) cancels the run; every transfer saves its
+  progress in a shielded scope on the way out. So does Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from bulkflex.core.checksum import Checksum, Hasher, parse_multihash
+from bulkflex.core.ranges import Extents, Segment, range_header
+from bulkflex.core.responses import Decision, RangeRequest, Validator, Verdict, check_response
+from bulkflex.core.retry import RetryPolicy, StallDetector, StallRule
+from bulkflex.errors import (
+    AuthError,
+    BulkflexError,
+    ChecksumMismatch,
+    NotEntitled,
+    NotFound,
+    RemoteLied,
+    RetriesExhausted,
+    TransferError,
+    redact_url,
+)
+from bulkflex.state import EntryRow, StateDB
+from bulkflex.transfer import events as ev
+from bulkflex.transfer.files import FolderGuard, PartFile, Verification, fsync_folders
+from bulkflex.transfer.hosts import HostPacer
+
+__all__ = ["Credentials", "DownloadOptions", "Summary", "download_async"]
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+_MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
+
+
+class Credentials(Protocol):
+    """What the engine needs from a token holder (see :mod:`bulkflex.auth`)."""
+
+    @property
+    def generation(self) -> int: ...
+    def header_for(self, url: str, *, origin_url: str | None = None) -> dict[str, str]: ...
+    async def start(self) -> None: ...
+    async def wait_ready(self) -> None: ...
+    async def refresh(self, failed_generation: int, *, host: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadOptions:
+    """Settings of one run. Sizes in bytes, times in seconds.
+
+    Attributes:
+        connections: global cap on simultaneous requests (and the number of workers).
+        per_host: cap on simultaneous requests to one host, across all files.
+        retry: per-entry retry policy for transient failures.
+        run_retry_budget: retries allowed in the whole run before remaining failures are final.
+        connect_timeout_s: TCP connect (and TLS) timeout.
+        read_timeout_s: longest silence between two reads of a body before the request is
+            abandoned and retried. There is no total timeout: a long file is never cut.
+        stall: the low-speed rule that catches a server dripping bytes.
+        flush_bytes / flush_seconds: the flush window: progress is fdatasync-ed and recorded when
+            either is reached. A SIGKILL loses at most this much per connection.
+        write_batch_bytes: bytes gathered before one positional write in a worker thread.
+        read_bufsize: aiohttp's per-connection read buffer.
+        commit_interval_s: group-commit period of the state database.
+        refresh_on_403: treat 403 like 401 (some servers answer 403 to an expired token).
+    """
+
+    connections: int = 16
+    per_host: int = 8
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    run_retry_budget: int = 10_000
+    connect_timeout_s: float = 30.0
+    read_timeout_s: float = 60.0
+    stall: StallRule = field(default_factory=StallRule)
+    flush_bytes: int = 64 * MiB
+    flush_seconds: float = 5.0
+    write_batch_bytes: int = 1 * MiB
+    read_bufsize: int = 1 * MiB
+    commit_interval_s: float = 0.5
+    refresh_on_403: bool = False
+    user_agent: str = "bulkflex"
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a run did. ``files_skipped`` were already complete; ``interrupted`` by a signal."""
+
+    files_total: int
+    files_done: int
+    files_skipped: int
+    files_failed: int
+    files_pending: int
+    bytes_downloaded: int
+    seconds: float
+    failures: tuple[tuple[str, str], ...]
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.files_failed and not self.files_pending and not self.interrupted
+
+
+class _Retry(Exception):
+    """A transient failure of one attempt; the entry is tried again."""
+
+    def __init__(self, reason: str, *, retry_after_s: float | None = None, counts: bool = True):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        #: False for events that are not the transfer's fault (a token renewal)
+        self.counts = counts
+
+
+@dataclass(slots=True)
+class _Job:
+    """One entry being fetched: where the bytes stand. Offsets are bytes of the resource."""
+
+    row: EntryRow
+    part: PartFile
+    checksum: Checksum | None
+    host: str
+    #: bytes written to .part in order from 0 (not all durable yet)
+    offset: int = 0
+    #: bytes fdatasync-ed and recorded in the state
+    durable: int = 0
+    #: the version the bytes on disk belong to
+    validator: Validator | None = None
+    #: the resource size the server announced for them
+    total: int | None = None
+    hasher: Hasher | None = None
+    #: the .part file is open for writing at `offset`
+    opened: bool = False
+    #: the server ignores or botches Range for this file: always fetch it whole
+    no_range: bool = False
+    #: restarts from 0 because the file changed or failed verification, this run
+    restarts: int = 0
+    #: consecutive 401s, reset by any other answer
+    auth_failures: int = 0
+    last_flush: float = 0.0
+    #: body bytes received but not yet written (held for the final hop of small files)
+    tail: bytearray = field(default_factory=bytearray)
+
+
+class _Run:
+    def __init__(
+        self,
+        dest: Path,
+        state: StateDB,
+        options: DownloadOptions,
+        session: aiohttp.ClientSession,
+        on_event: ev.EventCallback | None,
+        credentials: Credentials | None,
+    ) -> None:
+        self.dest = dest
+        self.state = state
+        self.options = options
+        self.session = session
+        self.on_event = on_event
+        self.credentials = credentials
+        self.guard = FolderGuard(dest)
+        self.pacer = HostPacer(per_host=options.per_host, global_limit=options.connections)
+        self.rng = random.Random()
+        self.refresh_lock = anyio.Lock()
+        self.retries_left = options.run_retry_budget
+        #: entries verified and renamed, waiting for their folder fsync and COMMIT
+        self.finished: list[tuple[int, int, Path]] = []
+        self.files_done = 0
+        self.files_skipped = 0
+        self.files_failed = 0
+        self.bytes_downloaded = 0
+        self.failures: list[tuple[str, str]] = []
+        self.interrupted = False
+        self.timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=None,
+            sock_connect=options.connect_timeout_s,
+            sock_read=options.read_timeout_s,
+        )
+
+    def emit(self, event: ev.Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    async def produce(self, send: MemoryObjectSendStream[EntryRow]) -> None:
+        async with send:
+            batch: list[EntryRow] = []
+            for row in self.state.iter_run():
+                batch.append(row)
+                if len(batch) >= 512:
+                    await self._dispatch(batch, send)
+                    batch = []
+            if batch:
+                await self._dispatch(batch, send)
+
+    async def _dispatch(self, rows: list[EntryRow], send: MemoryObjectSendStream[EntryRow]) -> None:
+        done = [r for r in rows if r.status == "done"]
+        gone = await anyio.to_thread.run_sync(self._missing_finals, done) if done else set()
+        for row in rows:
+            if row.status == "done" and row.id not in gone:
+                self.files_skipped += 1
+                continue
+            if row.id in gone:
+                log.warning(
+                    "%s was done but is missing or changed on disk; fetching it again", row.path
+                )
+                self.state.reset(row.id, restart=False)
+                row = self.state.get(row.id)
+            await send.send(row)
+
+    def _missing_finals(self, rows: list[EntryRow]) -> set[int]:
+        missing = set()
+        for row in rows:
+            size = PartFile(self.dest, row.path, self.guard).final_size()
+            if size is None or size != (row.total if row.total is not None else row.size):
+                missing.add(row.id)
+        return missing
+
+    async def work(self, receive: MemoryObjectReceiveStream[EntryRow]) -> None:
+        async with receive:
+            async for row in receive:
+                await self.fetch(row)
+
+    async def commit_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.options.commit_interval_s)
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Group commit: fsync the folders of renamed files, then mark them done, then COMMIT."""
+        finished, self.finished = self.finished, []
+        if finished:
+            folders = {folder for _, _, folder in finished}
+            await anyio.to_thread.run_sync(fsync_folders, folders)
+            for entry_id, size, _ in finished:
+                self.state.mark_done(entry_id, size)
+        self.state.commit()
+
+    # -- one entry --------------------------------------------------------------------------
+
+    async def fetch(self, row: EntryRow) -> None:
+        part = PartFile(self.dest, row.path, self.guard)
+        checksum = parse_multihash(row.checksum) if row.checksum else None
+        parts = urlsplit(row.url)
+        job = _Job(row=row, part=part, checksum=checksum, host=parts.netloc)
+        self.emit(ev.FileStarted(row.path, row.size))
+        attempt = 0
+        try:
+            await self._prepare(job)
+            if job.offset == 0 and await self._adopt_final(job):
+                return
+            while True:
+                try:
+                    await self._attempt(job)
+                    if await self._complete(job):
+                        return
+                except _Retry as retry:
+                    if not retry.counts:
+                        continue
+                    attempt += 1
+                    delay = self.options.retry.delay(
+                        attempt, retry_after_s=retry.retry_after_s, rng=self.rng
+                    )
+                    if delay is None:
+                        raise RetriesExhausted(
+                            f"gave up after {attempt} attempts; last error: {retry.reason}"
+                        ) from None
+                    if self.retries_left <= 0:
+                        raise RetriesExhausted(
+                            f"the run's retry budget is spent; last error: {retry.reason}"
+                        ) from None
+                    self.retries_left -= 1
+                    self.state.add_attempt(row.id, retry.reason)
+                    self.emit(ev.Retrying(row.path, attempt, delay, retry.reason))
+                    log.info("%s: %s; retry %d in %.1fs", row.path, retry.reason, attempt, delay)
+                    await anyio.sleep(delay)
+        except TransferError as exc:
+            self.files_failed += 1
+            self.failures.append((row.path, str(exc)))
+            self.state.mark_failed(row.id, exc.kind, str(exc))
+            self.emit(ev.Failed(row.path, exc.kind, str(exc)))
+            log.info("%s failed: %s", row.path, exc)
+        finally:
+            part.close()
+
+    async def _prepare(self, job: _Job) -> None:
+        """Pick up durable bytes from an earlier run, if they are still there."""
+        row = job.row
+        durable = row.durable.prefix()
+        if durable == 0:
+            return
+        on_disk = await anyio.to_thread.run_sync(job.part.part_size)
+        if on_disk is None or on_disk < durable:
+            log.warning("%s: partial file missing or truncated; starting over", row.path)
+            self.state.reset(row.id, restart=False)
+            return
+        job.offset = job.durable = durable
+        job.validator = Validator(row.etag, row.last_modified)
+        job.total = row.total
+        if job.checksum is not None:
+            hasher = job.checksum.new_hasher()
+            await anyio.to_thread.run_sync(job.part.hash_prefix, hasher, durable)
+            job.hasher = hasher
+        self.emit(ev.Resumed(row.path, durable))
+
+    async def _adopt_final(self, job: _Job) -> bool:
+        """A verified file already under the final name (e.g. renamed just before a crash)."""
+        if job.checksum is None or job.row.status == "done":
+            return False
+        checksum = job.checksum
+        ok = await anyio.to_thread.run_sync(
+            lambda: job.part.part_size() is None and job.part.verify_final(checksum, job.row.size)
+        )
+        if ok:
+            size = job.part.final_size() or 0
+            self.finished.append((job.row.id, size, job.part.final.parent))
+            self.files_skipped += 1
+            self.emit(ev.Verified(job.row.path, size, checksum.algorithm))
+        return ok
+
+    async def _attempt(self, job: _Job) -> None:
+        """One request. Returns with the whole body written (but for ``job.tail``)."""
+        row = job.row
+        if job.offset > 0 and job.no_range:
+            await self._restart(job, "the server cannot resume this file", changed=False)
+        ranged = job.offset > 0
+        request = RangeRequest(
+            start=job.offset,
+            ranged=ranged,
+            validator=job.validator if ranged else None,
+            known_total=job.total if ranged else None,
+        )
+        headers = {"Accept-Encoding": "identity", "User-Agent": self.options.user_agent}
+        if ranged:
+            headers["Range"] = range_header(job.offset, None)
+            if job.validator is not None and job.validator.if_range:
+                headers["If-Range"] = job.validator.if_range
+        async with self.pacer.slot(job.host):
+            generation = 0
+            if self.credentials is not None:
+                await self.credentials.wait_ready()
+                generation = self.credentials.generation
+            try:
+                async with self._open(row.url, headers) as response:
+                    decision = check_response(
+                        request, response.status, response.headers, now=time.time()
+                    )
+                    if (
+                        decision.verdict is Verdict.FAIL
+                        and response.status == 403
+                        and self.options.refresh_on_403
+                    ):
+                        decision = Decision(Verdict.AUTH, "403 treated as expired token")
+                    if decision.verdict is not Verdict.AUTH:
+                        job.auth_failures = 0
+                    await self._act(job, decision, response, generation)
+            except _NETWORK_ERRORS as exc:
+                raise _Retry(_describe_network_error(exc)) from None
+
+    async def _act(
+        self, job: _Job, decision: Decision, response: aiohttp.ClientResponse, generation: int
+    ) -> None:
+        row = job.row
+        verdict = decision.verdict
+        if verdict is Verdict.AUTH:
+            await self._renew_token(job, generation, decision.reason)
+            raise _Retry(decision.reason, counts=False)
+        if verdict is Verdict.RETRY:
+            if decision.retry_after_s is not None and response.status in (429, 503):
+                wait = min(decision.retry_after_s, self.options.retry.retry_after_cap_s)
+                self.pacer.pause(job.host, wait)
+            raise _Retry(decision.reason, retry_after_s=decision.retry_after_s)
+        if verdict is Verdict.FAIL:
+            if response.status in (404, 410):
+                raise NotFound(f"HTTP {response.status} from {redact_url(row.url)}")
+            raise RemoteLied(decision.reason)
+        if verdict is Verdict.RANGE_BROKEN:
+            job.no_range = True
+            await self._restart(job, decision.reason, changed=False)
+            raise _Retry(decision.reason)
+        if verdict is Verdict.NOT_SATISFIABLE:
+            if decision.total is not None and decision.total == job.offset:
+                return  # every byte is here already; verification decides
+            await self._restart(
+                job, f"416 from the server at offset {job.offset} (size {decision.total})", False
+            )
+            raise _Retry("416 Range Not Satisfiable")
+        if verdict is Verdict.WHOLE_FILE:
+            if not decision.changed:
+                job.no_range = True
+            await self._restart(job, decision.reason, changed=decision.changed)
+        # ACCEPT, or WHOLE_FILE now treated as a fresh start from 0
+        if job.offset == 0:
+            if row.size is not None and decision.total is not None and decision.total != row.size:
+                raise RemoteLied(
+                    f"size mismatch: the manifest says {row.size} bytes, "
+                    f"the server says {decision.total}"
+                )
+            job.validator = decision.validator
+            job.total = decision.total
+            if job.checksum is not None:
+                job.hasher = job.checksum.new_hasher()
+        elif job.offset > 0:
+            self.emit(ev.Resumed(row.path, job.offset))
+        await self._stream(job, response, decision)
+
+    async def _stream(
+        self, job: _Job, response: aiohttp.ClientResponse, decision: Decision
+    ) -> None:
+        batch = self.options.write_batch_bytes
+        end = job.offset + decision.length if decision.length is not None else None
+        if end is None and job.total is not None:
+            end = job.total
+        started = time.monotonic()
+        job.last_flush = started
+        detector = StallDetector(self.options.stall, started)
+        received = 0
+        buffer = job.tail
+        try:
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                received += len(chunk)
+                if end is not None and job.offset + len(buffer) > end:
+                    del buffer[end - job.offset :]
+                    raise RemoteLied(f"the server sent more than the {end} bytes it announced")
+                if len(buffer) >= batch:
+                    await self._write(job, buffer)
+                    buffer = job.tail = bytearray()
+                if detector.stalled(time.monotonic(), received):
+                    raise _Retry(
+                        f"stalled: under {self.options.stall.min_bytes_per_s:.0f} B/s "
+                        f"for {self.options.stall.window_s:.0f}s"
+                    )
+        except _NETWORK_ERRORS as exc:
+            await self._save(job, buffer)
+            raise _Retry(f"{_describe_network_error(exc)} after {received} bytes") from None
+        except BaseException:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                await self._save(job, buffer)
+            raise
+        if end is not None and job.offset + len(buffer) < end:
+            await self._save(job, buffer)
+            raise _Retry(f"short body: got {job.offset} of {end} bytes")
+        job.tail = buffer
+
+    async def _write(self, job: _Job, data: bytearray) -> None:
+        """Write ``data`` at ``job.offset`` in one thread hop; flush when the window is full."""
+        offset, opened = job.offset, job.opened
+
+        def write() -> None:
+            if not opened:
+                job.part.open(truncate=offset == 0)
+            job.part.write_at(offset, data, job.hasher)
+
+        await anyio.to_thread.run_sync(write)
+        job.opened = True
+        job.offset += len(data)
+        self.bytes_downloaded += len(data)
+        self.emit(ev.Progress(job.row.path, len(data)))
+        now = time.monotonic()
+        if (
+            job.offset - job.durable >= self.options.flush_bytes
+            or now - job.last_flush >= self.options.flush_seconds
+        ):
+            await self._flush(job)
+
+    async def _flush(self, job: _Job) -> None:
+        """fdatasync, then record the durable prefix. Nothing is recorded before the sync."""
+        job.last_flush = time.monotonic()
+        if job.offset <= job.durable:
+            return
+        await anyio.to_thread.run_sync(job.part.sync)
+        job.durable = job.offset
+        validator = job.validator or Validator()
+        self.state.set_progress(
+            job.row.id,
+            Extents((Segment(0, job.durable),)),
+            total=job.total,
+            etag=validator.etag,
+            last_modified=validator.last_modified,
+        )
+
+    async def _save(self, job: _Job, buffer: bytearray) -> None:
+        """Keep bytes that did arrive: write and flush them (before a retry or on the way out)."""
+        if buffer:
+            await self._write(job, buffer)
+        job.tail = bytearray()
+        await self._flush(job)
+
+    async def _complete(self, job: _Job) -> bool:
+        """Verify and finalise. True when the file is in place; False after a restart."""
+        tail, offset, opened = bytes(job.tail), job.offset, job.opened
+        size = offset + len(tail)
+        expected = job.row.size if job.row.size is not None else job.total
+
+        def finish() -> Verification:
+            if tail:
+                if not opened:
+                    job.part.open(truncate=offset == 0)
+                job.part.write_at(offset, tail, job.hasher)
+            return job.part.finish(
+                size, expected_size=expected, checksum=job.checksum, hasher=job.hasher
+            )
+
+        result = await anyio.to_thread.run_sync(finish)
+        job.opened = False
+        if tail:
+            self.bytes_downloaded += len(tail)
+            self.emit(ev.Progress(job.row.path, len(tail)))
+        job.offset, job.tail = size, bytearray()
+        if result.ok:
+            self.finished.append((job.row.id, size, job.part.final.parent))
+            self.files_done += 1
+            algorithm = job.checksum.algorithm if job.checksum else None
+            self.emit(ev.Verified(job.row.path, size, algorithm))
+            return True
+        if job.restarts >= 1:
+            await anyio.to_thread.run_sync(job.part.discard)
+            if job.checksum is not None and result.actual is not None:
+                raise ChecksumMismatch(
+                    result.reason + " (also after a fresh download)",
+                    expected=job.checksum.describe(),
+                    actual=result.actual,
+                )
+            raise RemoteLied(result.reason + " (also after a fresh download)")
+        await self._restart(job, result.reason, changed=True)
+        return False
+
+    async def _restart(self, job: _Job, reason: str, changed: bool) -> None:
+        """Discard every byte of the file and start from 0 (at most once for a changed file)."""
+        if changed:
+            job.restarts += 1
+            if job.restarts > 1:
+                raise RemoteLied(f"{reason}, again after a restart: giving up on this file")
+        log.warning("%s: %s; restarting from 0", job.row.path, reason)
+        self.emit(ev.Restarted(job.row.path, reason))
+        if job.offset:
+            self.emit(ev.Progress(job.row.path, -job.offset))
+        job.offset = job.durable = 0
+        job.validator = None
+        job.total = None
+        job.hasher = None
+        job.tail = bytearray()
+        job.opened = False  # the next write reopens with O_TRUNC
+        self.state.reset(job.row.id, restart=changed)
+
+    async def _renew_token(self, job: _Job, generation: int, reason: str) -> None:
+        creds = self.credentials
+        host = urlsplit(job.row.url).hostname or job.host
+        if creds is None:
+            raise AuthError(
+                f"{host} needs a bearer token ({reason}): pass --token-env VAR, --token-file "
+                "FILE or --token-command CMD (or set MAAP_TOKEN)"
+            )
+        if not creds.header_for(job.row.url):
+            raise NotEntitled(
+                f"{host} asks for a token ({reason}) but is not an auth host; "
+                f"add --auth-host {host} to send it there"
+            )
+        job.auth_failures += 1
+        if job.auth_failures > 2:
+            raise NotEntitled(
+                f"{host} refuses the renewed token for this file ({reason}): not entitled?"
+            )
+        async with self.refresh_lock:
+            if creds.generation != generation:
+                return  # another transfer already renewed it
+            self.emit(ev.AuthPaused(host))
+            log.warning("%s: token refused (%s); renewing it", host, reason)
+            await creds.refresh(generation, host=host)
+            self.emit(ev.AuthResumed(host))
+
+    @asynccontextmanager
+    async def _open(
+        self, url: str, headers: dict[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET with redirects followed by hand, so the token is only sent where it belongs."""
+        current = url
+        for hop in range(_MAX_REDIRECTS + 1):
+            request_headers = dict(headers)
+            if self.credentials is not None:
+                request_headers.update(
+                    self.credentials.header_for(current, origin_url=url if hop else None)
+                )
+            response = await self.session.get(
+                current, headers=request_headers, allow_redirects=False, timeout=self.timeout
+            )
+            location = response.headers.get("Location")
+            if response.status in _REDIRECTS and location:
+                response.release()
+                current = urljoin(current, location)
+                if urlsplit(current).scheme not in ("http", "https"):
+                    raise RemoteLied(f"redirect to a non-HTTP URL from {redact_url(url)}")
+                continue
+            try:
+                yield response
+            finally:
+                response.release()
+            return
+        raise RemoteLied(f"more than {_MAX_REDIRECTS} redirects from {redact_url(url)}")
+
+
+def _describe_network_error(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+        return "timed out waiting for the server"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the connection broke mid-body"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port}"
+    return type(exc).__name__
+
+
+def _first_fatal(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception to re-raise from a task group: a BulkflexError if there is one."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_fatal(exc)
+            if isinstance(found, BulkflexError):
+                return found
+        elif isinstance(exc, BulkflexError):
+            return exc
+    return group
+
+
+async def download_async(
+    manifest: str | Path,
+    dest: str | Path,
+    options: DownloadOptions | None = None,
+    *,
+    on_event: ev.EventCallback | None = None,
+    credentials: Credentials | None = None,
+    session: aiohttp.ClientSession | None = None,
+    stop: anyio.Event | None = None,
+) -> Summary:
+    """Download every entry of ``manifest`` into ``dest``; resume whatever an earlier run left.
+
+    Args:
+        manifest: path of a JSON Lines manifest.
+        dest: destination folder (created if needed); state lives in ``dest/.bulkflex/``.
+        options: tuning; defaults suit a remote archive.
+        on_event: called on the event loop with each :mod:`~bulkflex.transfer.events` value.
+        credentials: token holder for servers that need a bearer token.
+        session: an aiohttp session to use instead of bulkflex's own (tests, embedding).
+        stop: when set, every transfer saves its progress and the run returns early with
+            ``Summary.interrupted`` True (the CLI sets it on Ctrl-C / SIGTERM).
+
+    Returns:
+        The :class:`Summary`. Failed entries do not raise; they are listed in it.
+
+    Raises:
+        ManifestError: the manifest is malformed (nothing was fetched).
+        DestinationError: the destination cannot be written (progress kept).
+        AuthError: a token is needed and none could be had (progress kept).
+    """
+    options = options or DownloadOptions()
+    dest_path = Path(dest)
+    started = time.monotonic()
+    state = StateDB(dest_path)
+    try:
+        total = state.load_manifest(manifest)
+        counts = state.counts()
+        own_session = session is None
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=options.connections,
+                limit_per_host=options.per_host,
+                ttl_dns_cache=300,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                read_bufsize=options.read_bufsize,
+                trust_env=False,
+            )
+        run = _Run(dest_path, state, options, session, on_event, credentials)
+        run.emit(
+            ev.Started(
+                files=total,
+                total_bytes=counts.expected_bytes,
+                already_done=counts.done,
+                already_done_bytes=counts.done_bytes,
+                partial_bytes=counts.partial_bytes,
+            )
+        )
+        try:
+            if credentials is not None:
+                await credentials.start()
+            await _pool(run, stop)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await run.commit()
+                if own_session:
+                    await session.close()
+        remaining = state.counts(failures_limit=0)
+        summary = Summary(
+            files_total=total,
+            files_done=run.files_done,
+            files_skipped=run.files_skipped,
+            files_failed=run.files_failed,
+            files_pending=remaining.pending,
+            bytes_downloaded=run.bytes_downloaded,
+            seconds=time.monotonic() - started,
+            failures=tuple(run.failures),
+            interrupted=run.interrupted,
+        )
+        run.emit(
+            ev.Finished(
+                summary.files_done,
+                summary.files_failed,
+                summary.files_skipped,
+                summary.bytes_downloaded,
+                summary.seconds,
+            )
+        )
+        return summary
+    finally:
+        state.close()
+
+
+async def _pool(run: _Run, stop: anyio.Event | None) -> None:
+    send, receive = anyio.create_memory_object_stream[EntryRow](
+        max_buffer_size=run.options.connections
+    )
+
+    async def wait_for_stop(scope: anyio.CancelScope, event: anyio.Event) -> None:
+        await event.wait()
+        run.interrupted = True
+        scope.cancel()
+
+    try:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(run.commit_loop)
+            if stop is not None:
+                outer.start_soon(wait_for_stop, outer.cancel_scope, stop)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run.produce, send)
+                with receive:
+                    for _ in range(run.options.connections):
+                        tg.start_soon(run.work, receive.clone())
+            outer.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _first_fatal(group) from None

@@ -1,0 +1,251 @@
+"""The ``.part`` file of one entry: positional writes, flushes, verification and the final rename.
+
+Every method here blocks; the engine calls them through ``anyio.to_thread.run_sync`` with large
+batches (one hop per >= 1 MiB, or one hop for a whole small file), never per network chunk.
+Hashing of a single stream happens in the same hop as the write, so bytes are touched once.
+
+Safety: parent folders are created under the destination and checked to resolve inside it (a
+symlinked folder cannot redirect a write elsewhere); the ``.part`` file is opened with
+``O_NOFOLLOW``; the final name is only ever produced by ``os.replace`` after verification.
+
+Disk errors (full disk, quota, read-only, permission) become :class:`DestinationError`, which
+stops the run with exit 4 while keeping the state.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bulkflex.core.checksum import Checksum, Hasher
+from bulkflex.core.paths import PART_SUFFIX
+from bulkflex.errors import DestinationError, TransferError
+
+__all__ = ["FolderGuard", "PartFile", "Verification", "disk_error", "fsync_folders"]
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+_HASH_BLOCK = 4 * 1024 * 1024
+
+
+def disk_error(exc: OSError, path: Path | str) -> DestinationError:
+    """Translate an OSError from the destination into one actionable line."""
+    reason = {
+        errno.ENOSPC: "no space left on the device: free some space and run the same command",
+        errno.EDQUOT: "disk quota exceeded: free some space and run the same command",
+        errno.EROFS: "the destination is on a read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return DestinationError(f"cannot write {path}: {reason}")
+
+
+class FolderGuard:
+    """Creates parent folders under ``root`` once each, refusing any that resolve outside it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._real_root = os.path.realpath(root)
+        self._known: set[str] = set()
+
+    def ensure_parent(self, rel_path: str) -> None:
+        parent = os.path.dirname(rel_path)
+        if parent in self._known:
+            return
+        full = self.root / parent
+        try:
+            full.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:
+            raise TransferError(f"a file is in the way of folder {parent}/") from exc
+        except OSError as exc:
+            raise disk_error(exc, full) from exc
+        real = os.path.realpath(full)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise TransferError(f"folder {parent}/ resolves outside the destination (symlink)")
+        self._known.add(parent)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """Outcome of :meth:`PartFile.finish`. ``ok`` False leaves the file as ``.part``."""
+
+    ok: bool
+    size: int
+    reason: str = ""
+    actual: str | None = None
+
+
+class PartFile:
+    """``DEST/<path>.part`` and its final name ``DEST/<path>``."""
+
+    def __init__(self, root: Path, rel_path: str, guard: FolderGuard) -> None:
+        self.rel_path = rel_path
+        self.final = root / rel_path
+        self.part = self.final.with_name(self.final.name + PART_SUFFIX)
+        self._guard = guard
+        self._fd: int | None = None
+
+    # -- inspection -------------------------------------------------------------------------
+
+    def part_size(self) -> int | None:
+        """Size of the ``.part`` file, or None when it does not exist."""
+        try:
+            return os.stat(self.part, follow_symlinks=False).st_size
+        except FileNotFoundError:
+            return None
+
+    def final_size(self) -> int | None:
+        try:
+            st = os.stat(self.final, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_size if os.path.isfile(self.final) else None
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def open(self, *, truncate: bool, preallocate: int | None = None) -> None:
+        """Open (create) the ``.part`` file; ``truncate`` discards previous bytes."""
+        self.close()
+        self._guard.ensure_parent(self.rel_path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        if truncate:
+            flags |= os.O_TRUNC
+        try:
+            self._fd = os.open(self.part, flags, 0o644)
+            if preallocate and hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(self._fd, 0, preallocate)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    # EOPNOTSUPP/EINVAL: the file system cannot preallocate; writes still work
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise TransferError(
+                    f"{self.part} is a symlink; refusing to write through it"
+                ) from exc
+            raise disk_error(exc, self.part) from exc
+
+    def write_at(
+        self, offset: int, data: bytes | bytearray | memoryview, hasher: Hasher | None
+    ) -> None:
+        """Write ``data`` at ``offset`` and feed it to ``hasher`` (bytes in stream order)."""
+        assert self._fd is not None, "open() first"
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.pwrite(self._fd, view, offset)
+                view = view[written:]
+                offset += written
+        except OSError as exc:
+            raise disk_error(exc, self.part) from exc
+        if hasher is not None:
+            hasher.update(data)
+
+    def sync(self) -> None:
+        """fdatasync: after this returns, every byte written so far survives a crash."""
+        if self._fd is None:
+            return
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            raise disk_error(exc, self.part) from exc
+
+    def hash_prefix(self, hasher: Hasher, length: int) -> None:
+        """Feed the first ``length`` bytes already in ``.part`` to ``hasher`` (resume)."""
+        with open(self.part, "rb", buffering=0) as handle:
+            remaining = length
+            while remaining:
+                block = handle.read(min(_HASH_BLOCK, remaining))
+                if not block:
+                    raise TransferError(f"{self.part} is shorter than its recorded progress")
+                hasher.update(block)
+                remaining -= len(block)
+
+    def finish(
+        self,
+        size: int,
+        *,
+        expected_size: int | None,
+        checksum: Checksum | None,
+        hasher: Hasher | None,
+    ) -> Verification:
+        """Verify the ``size`` bytes written, then fsync, close and rename into place.
+
+        On a mismatch nothing is renamed and the ``.part`` stays for inspection; the caller
+        decides whether to restart.
+        """
+        if expected_size is not None and size != expected_size:
+            self.close()
+            return Verification(
+                False, size, f"size mismatch: expected {expected_size} bytes, got {size}"
+            )
+        if checksum is not None:
+            if hasher is None:  # bytes did not arrive in order: one read-back
+                hasher = checksum.new_hasher()
+                self.sync()
+                self.hash_prefix(hasher, size)
+            digest = hasher.digest()
+            if not checksum.matches(digest):
+                self.close()
+                return Verification(
+                    False,
+                    size,
+                    f"checksum mismatch: expected {checksum.describe()}, "
+                    f"got {checksum.describe(digest)}",
+                    actual=checksum.describe(digest),
+                )
+        try:
+            if self._fd is None:  # zero-byte file never opened by a write
+                self.open(truncate=True)
+            assert self._fd is not None
+            os.ftruncate(self._fd, size)  # drop any preallocated tail
+            os.fsync(self._fd)
+            self.close()
+            os.replace(self.part, self.final)
+        except OSError as exc:
+            raise disk_error(exc, self.final) from exc
+        return Verification(True, size)
+
+    def verify_final(self, checksum: Checksum, size: int | None) -> bool:
+        """True if the file already under the final name has ``checksum`` (and ``size``)."""
+        actual = self.final_size()
+        if actual is None or (size is not None and actual != size):
+            return False
+        hasher = checksum.new_hasher()
+        with open(self.final, "rb", buffering=0) as handle:
+            while block := handle.read(_HASH_BLOCK):
+                hasher.update(block)
+        return checksum.matches(hasher.digest())
+
+    def discard(self) -> None:
+        """Close and delete the ``.part`` file."""
+        self.close()
+        try:
+            os.unlink(self.part)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise disk_error(exc, self.part) from exc
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+def fsync_folders(folders: set[Path]) -> None:
+    """fsync each folder, so the renames into it survive a power cut."""
+    for folder in folders:
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EBADF):  # fs without folder fsync
+                raise disk_error(exc, folder) from exc
+        finally:
+            os.close(fd)

@@ -1,0 +1,70 @@
+"""Per-host pacing: a connection cap per host, a global cap, and Retry-After pauses.
+
+Every request (whole file or one range) holds one slot of its host and one global slot for its
+whole life. Slots are taken host first, then global, always in that order, so they cannot
+deadlock. A 429 or 503 with Retry-After pauses *new* requests to that host until the time given;
+requests already streaming go on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+
+__all__ = ["HostPacer"]
+
+
+@dataclass(slots=True)
+class _Host:
+    limiter: anyio.CapacityLimiter
+    #: monotonic time before which no new request starts
+    paused_until: float = 0.0
+    #: requests under way right now (for tests and progress)
+    active: int = 0
+    peak: int = 0
+
+
+class HostPacer:
+    def __init__(self, *, per_host: int, global_limit: int) -> None:
+        if per_host < 1 or global_limit < 1:
+            raise ValueError("connection limits must be at least 1")
+        self.per_host = per_host
+        self._global = anyio.CapacityLimiter(global_limit)
+        self._hosts: dict[str, _Host] = {}
+
+    def _host(self, host: str) -> _Host:
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _Host(anyio.CapacityLimiter(self.per_host))
+        return state
+
+    def pause(self, host: str, seconds: float) -> None:
+        """No new request to ``host`` for ``seconds`` (extends, never shortens, a pause)."""
+        state = self._host(host)
+        state.paused_until = max(state.paused_until, time.monotonic() + seconds)
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        state = self._host(host)
+        await _wait_unpaused(state)
+        async with state.limiter, self._global:
+            await _wait_unpaused(state)  # a pause may have started while we queued
+            state.active += 1
+            state.peak = max(state.peak, state.active)
+            try:
+                yield
+            finally:
+                state.active -= 1
+
+    def peak(self, host: str) -> int:
+        return self._host(host).peak
+
+
+async def _wait_unpaused(state: _Host) -> None:
+    # A deadline that other tasks may push back while we sleep: re-check after each sleep.
+    while (wait := state.paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
+        await anyio.sleep(wait)
