@@ -1,0 +1,716 @@
+"""A fault-injection file server for bulkflex's tests, modelled on curl's ``mod_curltest``.
+
+A real aiohttp server on 127.0.0.1 (a free port) serves deterministic files at ``/files/<name>``.
+By default it is a well-behaved static server: single ``Range`` requests get a 206 with an exact
+``Content-Range``; ``If-Range`` is honoured (strong ETag comparison, or an exact Last-Modified
+date), unsatisfiable ranges get a 416 with ``Content-Range: bytes */size``; every response carries
+a strong ``ETag`` and a ``Last-Modified``; bodies are identity-encoded whatever the client asks.
+
+Faults are :class:`Rule` values attached to a file. A rule applies to the file's requests number
+``skip`` to ``skip + times - 1`` (0-based, counted per file, HEAD included), or to all of them when
+``times`` is None. Every applicable rule contributes; for a field set by several rules the first
+rule added wins. Query parameters (``?status=503&retry_after=1``, see :func:`rule_from_query`) add
+a rule for that one request.
+
+The server counts, per file: requests (with their headers, status and bytes sent), bytes sent,
+and the most requests in flight at once. All counters are guarded by a lock so a test thread can
+read them while the server thread writes them.
+
+Two ways to run it:
+
+- ``with FaultServer() as server:`` starts it on its own event loop in a background thread, for
+  tests that drive the real CLI in a subprocess. Leaving the block closes every connection
+  (stalled ones included), stops the loop and joins the thread.
+- ``async with FaultServer() as server:`` runs it on the caller's event loop, for in-process tests.
+
+Content of version ``v`` of file ``name`` is ``random.Random(f"{name}/{v}").randbytes(size)``:
+stable across runs and Python versions, different for every name and version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import fcntl
+import gzip
+import hashlib
+import random
+import socket
+import struct
+import termios
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from aiohttp import web
+
+__all__ = [
+    "FaultServer",
+    "FileStats",
+    "RequestRecord",
+    "Rule",
+    "file_content",
+    "rule_from_query",
+    "sha256_multihash",
+]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+#: Last-Modified of version 1 of every file; version v is (v - 1) hours later.
+_BASE_MTIME = 1_704_067_200.0  # 2024-01-01T00:00:00Z
+
+
+def file_content(name: str, size: int, version: int = 1) -> bytes:
+    """The bytes the server serves for ``name`` at ``version`` (deterministic)."""
+    return random.Random(f"{name}/{version}").randbytes(size)
+
+
+def sha256_multihash(data: bytes) -> str:
+    """The STAC ``file:checksum`` (multihash, sha2-256) of ``data``."""
+    return "1220" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One injected fault (or several at once). Byte counts are counted within one response body.
+
+    Attributes:
+        times: how many of the file's requests the rule applies to; None: all of them.
+        skip: the rule starts at the file's request number ``skip`` (0-based).
+        status: answer this status with a short text body instead of the file (404, 410, 429,
+            500, 503, ...).
+        retry_after: with ``status``, send ``Retry-After`` of this many seconds.
+        retry_after_date: send ``retry_after`` as an HTTP-date that far ahead instead of seconds.
+        reset_after: send this many body bytes, wait (bounded) until the peer has acknowledged
+            them, then reset the connection (TCP RST).
+        stall_after: send this many body bytes, then send nothing more while keeping the
+            connection open, until the client closes it or the server stops.
+        short_after: send this many body bytes, then close the connection cleanly although
+            ``Content-Length`` announced the whole body.
+        ignore_range: answer 200 with the whole file even to a Range request.
+        wrong_content_range: on a 206, ``"start"`` serves a body that starts 4 KiB before the
+            requested offset (or at 0), labelled honestly, so it is not what was asked for;
+            ``"total"`` announces a complete length one byte larger than the file.
+        corrupt_at: flip every bit of the file byte at this offset if the response covers it.
+        gzip: answer 200 ``Content-Encoding: gzip`` with the whole file compressed, whatever
+            ``Accept-Encoding`` said and ignoring Range.
+    """
+
+    times: int | None = 1
+    skip: int = 0
+    status: int | None = None
+    retry_after: float | None = None
+    retry_after_date: bool = False
+    reset_after: int | None = None
+    stall_after: int | None = None
+    short_after: int | None = None
+    ignore_range: bool = False
+    wrong_content_range: Literal["start", "total"] | None = None
+    corrupt_at: int | None = None
+    gzip: bool = False
+
+    def applies(self, index: int) -> bool:
+        """True if the rule covers the file's request number ``index`` (0-based)."""
+        if index < self.skip:
+            return False
+        return self.times is None or index < self.skip + self.times
+
+
+_FAULT_FIELDS = tuple(f.name for f in fields(Rule) if f.name not in ("times", "skip"))
+
+
+def _merge(rules: Iterable[Rule]) -> Rule:
+    """One rule whose fields are the first non-default value among ``rules``."""
+    merged = Rule(times=None)
+    defaults = Rule()
+    for rule in rules:
+        changes = {
+            name: getattr(rule, name)
+            for name in _FAULT_FIELDS
+            if getattr(rule, name) != getattr(defaults, name)
+            and getattr(merged, name) == getattr(defaults, name)
+        }
+        merged = replace(merged, **changes)
+    return merged
+
+
+def rule_from_query(query: Mapping[str, str]) -> Rule | None:
+    """A rule from URL query parameters, applying to that request only; None if there is none.
+
+    Keys: ``status``, ``retry_after`` (seconds), ``retry_after_date=1``, ``reset_after``,
+    ``stall_after``, ``short_after``, ``ignore_range=1``, ``wrong_content_range=start|total``,
+    ``corrupt_at``, ``gzip=1``. Unknown keys are ignored (a query may carry a fake token).
+    """
+    values: dict[str, Any] = {}
+    for key in ("status", "reset_after", "stall_after", "short_after", "corrupt_at"):
+        if key in query:
+            values[key] = int(query[key])
+    if "retry_after" in query:
+        values["retry_after"] = float(query["retry_after"])
+    for key in ("retry_after_date", "ignore_range", "gzip"):
+        if query.get(key) == "1":
+            values[key] = True
+    if query.get("wrong_content_range") in ("start", "total"):
+        values["wrong_content_range"] = query["wrong_content_range"]
+    return Rule(times=None, **values) if values else None
+
+
+@dataclass
+class RequestRecord:
+    """One request as the server saw it. ``bytes_sent`` grows while the body is being sent."""
+
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    arrived: float  # time.monotonic() when the request arrived
+    version: int  # version of the file it was answered from
+    status: int = 0  # 0 until the status is decided
+    bytes_sent: int = 0
+    ended: str = "open"  # "complete", "reset", "stall", "short", "client-gone", "open"
+
+    @property
+    def range(self) -> str | None:
+        return self.headers.get("Range")
+
+    @property
+    def if_range(self) -> str | None:
+        return self.headers.get("If-Range")
+
+    @property
+    def accept_encoding(self) -> str | None:
+        return self.headers.get("Accept-Encoding")
+
+
+@dataclass
+class FileStats:
+    """Counters of one file (a snapshot when returned by :meth:`FaultServer.stats`)."""
+
+    requests: list[RequestRecord] = field(default_factory=list)
+    bytes_sent: int = 0
+    active: int = 0
+    max_concurrent: int = 0
+
+    @property
+    def gets(self) -> list[RequestRecord]:
+        """The GET requests (the ones that can carry data)."""
+        return [r for r in self.requests if r.method == "GET"]
+
+
+@dataclass
+class _File:
+    name: str
+    size: int
+    version: int
+    etag: bool
+    last_modified: bool
+    chunk_size: int
+    chunk_delay: float
+    change_after: int | None
+    rules: list[Rule]
+    sizes: dict[int, int] = field(default_factory=dict)  # size of each version but the first
+    stats: FileStats = field(default_factory=FileStats)
+
+    def size_of(self, version: int) -> int:
+        return self.sizes.get(version, self.size)
+
+
+class _Range:
+    """A parsed single byte range, ``[start, end)``; ``unsatisfiable`` for a 416."""
+
+    def __init__(self, start: int, end: int, unsatisfiable: bool = False) -> None:
+        self.start = start
+        self.end = end
+        self.unsatisfiable = unsatisfiable
+
+
+def _parse_range(header: str, size: int) -> _Range | None:
+    """Parse a ``Range`` header against a file of ``size`` bytes.
+
+    None for a header the server ignores (not ``bytes=``, several ranges, bad syntax): those get
+    a 200 with the whole file, as RFC 9110 allows.
+    """
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first == "":
+            suffix = int(last)
+            if suffix <= 0:
+                return _Range(0, 0, unsatisfiable=True)
+            return _Range(max(0, size - suffix), size) if size else _Range(0, 0, True)
+        start = int(first)
+        end = size if last == "" else min(int(last) + 1, size)
+    except ValueError:
+        return None
+    if start < 0 or (last != "" and int(last) < start):
+        return None
+    if start >= size:
+        return _Range(0, 0, unsatisfiable=True)
+    return _Range(start, end)
+
+
+class FaultServer:
+    """The fault-injection server. See the module docstring.
+
+    Args:
+        chunk_size: default body chunk size of added files.
+        chunk_delay: default pause after each chunk, in seconds (throttles a file).
+    """
+
+    def __init__(self, *, chunk_size: int = 64 * KiB, chunk_delay: float = 0.0) -> None:
+        self.chunk_size = chunk_size
+        self.chunk_delay = chunk_delay
+        self._files: dict[str, _File] = {}
+        self._unknown: FileStats = FileStats()
+        self._lock = threading.Lock()
+        self._content: dict[tuple[str, int, int], bytes] = {}
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closing: asyncio.Event | None = None
+        self._total_bytes = 0
+        self._active = 0
+        self._max_active = 0
+
+    # -- files and rules ------------------------------------------------------------------
+
+    def add_file(
+        self,
+        name: str,
+        size: int,
+        *rules: Rule,
+        etag: bool = True,
+        last_modified: bool = True,
+        chunk_size: int | None = None,
+        chunk_delay: float | None = None,
+        change_after: int | None = None,
+        new_size: int | None = None,
+    ) -> str:
+        """Serve ``size`` deterministic bytes at ``/files/<name>``; return its URL path.
+
+        Args:
+            rules: faults for this file (see :class:`Rule`).
+            etag / last_modified: whether responses carry that validator.
+            chunk_size / chunk_delay: throttle this file (defaults: the server's).
+            change_after: from the file's request number ``change_after`` (0-based) on, serve
+                version 2: new bytes (``new_size`` of them, default the same size), new ETag and
+                Last-Modified.
+        """
+        if "/" in name or not name:
+            raise ValueError("file names are one URL path segment")
+        with self._lock:
+            entry = _File(
+                name=name,
+                size=size,
+                version=1,
+                etag=etag,
+                last_modified=last_modified,
+                chunk_size=chunk_size or self.chunk_size,
+                chunk_delay=self.chunk_delay if chunk_delay is None else chunk_delay,
+                change_after=change_after,
+                rules=list(rules),
+            )
+            if new_size is not None:
+                entry.sizes[2] = new_size
+            self._files[name] = entry
+        return f"/files/{name}"
+
+    def add_rule(self, name: str, rule: Rule) -> None:
+        """Append a rule to a file. Its ``skip`` counts from the file's first request ever."""
+        with self._lock:
+            self._files[name].rules.append(rule)
+
+    def clear_rules(self, name: str) -> None:
+        with self._lock:
+            self._files[name].rules.clear()
+
+    def set_version(self, name: str, version: int, size: int | None = None) -> None:
+        """Serve ``version`` of the file from now on (optionally with a different size)."""
+        with self._lock:
+            entry = self._files[name]
+            entry.version = version
+            if size is not None:
+                entry.sizes[version] = size
+            entry.change_after = None
+
+    def set_throttle(self, name: str, *, chunk_size: int, chunk_delay: float) -> None:
+        with self._lock:
+            entry = self._files[name]
+            entry.chunk_size = chunk_size
+            entry.chunk_delay = chunk_delay
+
+    def content(self, name: str, version: int | None = None) -> bytes:
+        """The bytes of ``name`` at ``version`` (default: the version being served now)."""
+        with self._lock:
+            entry = self._files[name]
+            version = entry.version if version is None else version
+            size = entry.size_of(version)
+        return self._bytes(name, size, version)
+
+    def etag(self, name: str, version: int | None = None) -> str:
+        """The strong ETag the server sends for ``name`` at ``version``."""
+        data = self.content(name, version)
+        return '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
+
+    def last_modified(self, name: str, version: int | None = None) -> str:
+        with self._lock:
+            version = self._files[name].version if version is None else version
+        return email.utils.formatdate(_BASE_MTIME + 3600 * (version - 1), usegmt=True)
+
+    def _bytes(self, name: str, size: int, version: int) -> bytes:
+        key = (name, size, version)
+        data = self._content.get(key)
+        if data is None:
+            data = self._content.setdefault(key, file_content(name, size, version))
+        return data
+
+    # -- counters -------------------------------------------------------------------------
+
+    def stats(self, name: str) -> FileStats:
+        """A snapshot of the counters of ``name`` (``"?"``: requests for unknown names)."""
+        with self._lock:
+            live = self._unknown if name == "?" else self._files[name].stats
+            return FileStats(
+                requests=[replace(r, headers=dict(r.headers)) for r in live.requests],
+                bytes_sent=live.bytes_sent,
+                active=live.active,
+                max_concurrent=live.max_concurrent,
+            )
+
+    def bytes_sent(self, name: str) -> int:
+        with self._lock:
+            return self._files[name].stats.bytes_sent
+
+    @property
+    def total_bytes_sent(self) -> int:
+        """Body bytes sent for all files since the server started."""
+        with self._lock:
+            return self._total_bytes
+
+    @property
+    def total_requests(self) -> int:
+        """Requests of every kind, unknown names included."""
+        with self._lock:
+            known = sum(len(f.stats.requests) for f in self._files.values())
+            return known + len(self._unknown.requests)
+
+    @property
+    def max_concurrent(self) -> int:
+        """Most requests in flight at once, over all files."""
+        with self._lock:
+            return self._max_active
+
+    # -- addresses ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if not self._port:
+            raise RuntimeError("the server is not running")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, name: str, query: str = "") -> str:
+        """Absolute URL of ``name``; ``query`` (without ``?``) adds per-request rules."""
+        return f"{self.base_url}/files/{name}" + (f"?{query}" if query else "")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        self._closing = asyncio.Event()
+        app = web.Application()
+        app.router.add_route("GET", "/files/{name}", self._handle)
+        app.router.add_route("HEAD", "/files/{name}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self._runner = runner
+        sockets = [s for s in runner.addresses if isinstance(s, tuple)]
+        self._port = int(sockets[0][1])
+
+    async def _stop(self) -> None:
+        if self._closing is not None:
+            self._closing.set()  # releases stalled and throttled handlers
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._port = 0
+
+    async def __aenter__(self) -> FaultServer:
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stop()
+
+    def start(self) -> FaultServer:
+        """Start on a private event loop in a daemon thread; returns once it listens."""
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start())
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="faultserver", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout=15):
+            raise RuntimeError("fault server did not start within 15 s")
+        if failure:
+            self._thread.join(timeout=5)
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread started by :meth:`start`: closes every connection, joins the thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._stop(), loop)
+            future.result(timeout=15)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=15)
+            self._thread = None
+            self._loop = None
+        if thread.is_alive():
+            raise RuntimeError("fault server thread did not stop within 15 s")
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        headers = {k: v for k, v in request.headers.items()}
+        query_rule = rule_from_query(request.query)
+        with self._lock:
+            entry = self._files.get(name)
+            stats = self._unknown if entry is None else entry.stats
+            index = len(stats.requests)
+            if (
+                entry is not None
+                and entry.change_after is not None
+                and index >= entry.change_after
+                and entry.version == 1
+            ):
+                entry.version = 2
+            version = entry.version if entry is not None else 0
+            record = RequestRecord(
+                method=request.method,
+                path_qs=request.path_qs,
+                headers=headers,
+                arrived=time.monotonic(),
+                version=version,
+            )
+            stats.requests.append(record)
+            stats.active += 1
+            stats.max_concurrent = max(stats.max_concurrent, stats.active)
+            self._active += 1
+            self._max_active = max(self._max_active, self._active)
+            rules = [] if entry is None else [r for r in entry.rules if r.applies(index)]
+            if query_rule is not None:
+                rules.append(query_rule)
+            rule = _merge(rules)
+        try:
+            if entry is None:
+                record.status = 404
+                return web.Response(status=404, text="no such file\n")
+            return await self._respond(request, entry, version, rule, record)
+        finally:
+            with self._lock:
+                stats.active -= 1
+                self._active -= 1
+                if record.ended == "open":
+                    record.ended = "complete"
+
+    async def _respond(
+        self, request: web.Request, entry: _File, version: int, rule: Rule, record: RequestRecord
+    ) -> web.StreamResponse:
+        size = entry.size_of(version)
+        data = self._bytes(entry.name, size, version)
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        etag = '"' + hashlib.sha256(data).hexdigest()[:20] + '"'
+        last_modified = email.utils.formatdate(_BASE_MTIME + 3600 * (version - 1), usegmt=True)
+        if entry.etag:
+            headers["ETag"] = etag
+        if entry.last_modified:
+            headers["Last-Modified"] = last_modified
+
+        if rule.status is not None:
+            if rule.retry_after is not None:
+                if rule.retry_after_date:
+                    when = time.time() + rule.retry_after
+                    headers["Retry-After"] = email.utils.formatdate(when, usegmt=True)
+                else:
+                    headers["Retry-After"] = f"{rule.retry_after:g}"
+            headers["Content-Type"] = "text/plain"
+            record.status = rule.status
+            return web.Response(
+                status=rule.status, headers=headers, body=f"injected {rule.status}\n".encode()
+            )
+
+        status, start, end = 200, 0, size
+        range_header = request.headers.get("Range")
+        if range_header is not None and not rule.ignore_range and not rule.gzip:
+            if_range = request.headers.get("If-Range")
+            honour = if_range is None or _if_range_matches(
+                if_range,
+                etag if entry.etag else None,
+                last_modified if entry.last_modified else None,
+            )
+            parsed = _parse_range(range_header, size) if honour else None
+            if parsed is not None and parsed.unsatisfiable:
+                headers["Content-Range"] = f"bytes */{size}"
+                record.status = 416
+                return web.Response(status=416, headers=headers)
+            if parsed is not None:
+                status, start, end = 206, parsed.start, parsed.end
+
+        label_total = size
+        if status == 206 and rule.wrong_content_range == "start":
+            start = max(0, start - 4 * KiB)
+        elif status == 206 and rule.wrong_content_range == "total":
+            label_total = size + 1
+        body = data[start:end]
+        if rule.corrupt_at is not None and start <= rule.corrupt_at < end:
+            mutable = bytearray(body)
+            mutable[rule.corrupt_at - start] ^= 0xFF
+            body = bytes(mutable)
+        if rule.gzip:
+            body = gzip.compress(body, compresslevel=1, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        if status == 206:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{label_total}"
+
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = len(body)
+        record.status = status
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+
+        cut, how = len(body), "complete"
+        for limit, kind in (
+            (rule.reset_after, "reset"),
+            (rule.stall_after, "stall"),
+            (rule.short_after, "short"),
+        ):
+            if limit is not None and limit < cut:
+                cut, how = limit, kind
+        position = 0
+        assert self._closing is not None
+        try:
+            while position < cut:
+                if self._closing.is_set():  # shutting down: do not finish a throttled body
+                    record.ended = "server-stopped"
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return response
+                chunk = body[position : min(cut, position + entry.chunk_size)]
+                await response.write(chunk)
+                position += len(chunk)
+                with self._lock:
+                    record.bytes_sent += len(chunk)
+                    entry.stats.bytes_sent += len(chunk)
+                    self._total_bytes += len(chunk)
+                if entry.chunk_delay:
+                    await asyncio.sleep(entry.chunk_delay)
+        except ConnectionError:
+            record.ended = "client-gone"
+            return response
+        if how == "complete":
+            return response
+        record.ended = how
+        if how == "stall":
+            await self._stall(request)
+        elif how == "reset":
+            await self._reset(request)
+        else:
+            transport = request.transport
+            if transport is not None:
+                await _drain(transport, timeout=2.0)
+                transport.close()
+        return response
+
+    async def _stall(self, request: web.Request) -> None:
+        """Keep the connection open and silent until the client leaves or the server stops."""
+        assert self._closing is not None
+        while not self._closing.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=0.05)
+
+    async def _reset(self, request: web.Request) -> None:
+        transport = request.transport
+        if transport is None:
+            return
+        await _drain(transport, timeout=2.0)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+
+async def _drain(transport: asyncio.BaseTransport, *, timeout: float) -> None:
+    """Wait (bounded) until the transport's buffer is empty and the peer acknowledged every byte.
+
+    So a reset after N bytes really delivers N bytes first (an RST discards unsent data).
+    """
+    deadline = time.monotonic() + timeout
+    sock = transport.get_extra_info("socket")
+    while time.monotonic() < deadline:
+        buffered = 0
+        if isinstance(transport, asyncio.WriteTransport):
+            buffered = transport.get_write_buffer_size()
+        if not buffered and sock is not None:
+            try:
+                raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                buffered = struct.unpack("i", raw)[0]
+            except OSError:
+                buffered = 0
+        if not buffered:
+            return
+        await asyncio.sleep(0.005)
+
+
+def _if_range_matches(if_range: str, etag: str | None, last_modified: str | None) -> bool:
+    """RFC 9110 If-Range: a strong ETag equal to the current one, or the exact Last-Modified."""
+    value = if_range.strip()
+    if value.startswith('"') or value.startswith("W/"):
+        return etag is not None and value == etag  # weak tags never match (strong comparison)
+    return last_modified is not None and value == last_modified
