@@ -85,8 +85,12 @@ WHERE entries.run < excluded.run
 """
 
 
-def state_path(dest: str | os.PathLike[str]) -> Path:
-    return Path(dest) / STATE_DIR / "state.sqlite"
+DEFAULT_STATE_NAME = "state.sqlite"
+
+
+def state_path(dest: str | os.PathLike[str], name: str = DEFAULT_STATE_NAME) -> Path:
+    """``DEST/.bulkflex/<name>``; shards of a distributed run use names of their own."""
+    return Path(dest) / STATE_DIR / name
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +149,14 @@ class StateDB:
     short timer (group commit), so thousands of small files cost a handful of commits.
     """
 
-    def __init__(self, dest: str | os.PathLike[str], *, create: bool = True) -> None:
-        self.path = state_path(dest)
+    def __init__(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        name: str = DEFAULT_STATE_NAME,
+    ) -> None:
+        self.path = state_path(dest, name)
         if not create and not self.path.exists():
             raise StateError(
                 f"no bulkflex state in {os.fspath(dest)} (nothing downloaded there yet)"

@@ -20,14 +20,16 @@ Rules the code keeps:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -58,6 +60,7 @@ from bulkflex.transfer.hosts import HostPacer
 __all__ = ["Credentials", "DownloadOptions", "Summary", "download_async"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MiB = 1024 * 1024
 _MAX_REDIRECTS = 10
@@ -94,6 +97,7 @@ class DownloadOptions:
         write_batch_bytes: bytes gathered before one positional write in a worker thread.
         read_bufsize: aiohttp's per-connection read buffer.
         commit_interval_s: group-commit period of the state database.
+        disk_threads: threads doing writes, syncs and hashing.
         refresh_on_403: treat 403 like 401 (some servers answer 403 to an expired token).
     """
 
@@ -109,6 +113,7 @@ class DownloadOptions:
     write_batch_bytes: int = 1 * MiB
     read_bufsize: int = 1 * MiB
     commit_interval_s: float = 0.5
+    disk_threads: int = 4
     refresh_on_403: bool = False
     user_agent: str = "bulkflex"
 
@@ -193,6 +198,7 @@ class _Run:
         self.pacer = HostPacer(per_host=options.per_host, global_limit=options.connections)
         self.rng = random.Random()
         self.refresh_lock = anyio.Lock()
+        self.executor = ThreadPoolExecutor(options.disk_threads, thread_name_prefix="bulkflex-disk")
         self.retries_left = options.run_retry_budget
         #: entries verified and renamed, waiting for their folder fsync and COMMIT
         self.finished: list[tuple[int, int, Path]] = []
@@ -209,13 +215,29 @@ class _Run:
             sock_read=options.read_timeout_s,
         )
 
+    async def to_thread(self, func: Callable[..., T], *args: object) -> T:
+        """Run blocking file work in the engine's own small thread pool.
+
+        Plain asyncio here on purpose: this runs once or twice per file, and anyio's generic
+        ``to_thread`` costs several times more per call (measured on 2000 x 256 KiB). The call
+        is never abandoned: if the caller is cancelled, it still waits for the thread to finish,
+        so a write or rename is never left half-done behind the state's back.
+        """
+        future = asyncio.wrap_future(self.executor.submit(func, *args))
+        try:
+            return await asyncio.shield(future)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([future])
+            raise
+
     def emit(self, event: ev.Event) -> None:
         if self.on_event is not None:
             self.on_event(event)
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def produce(self, send: MemoryObjectSendStream[EntryRow]) -> None:
+    async def produce(self, send: MemoryObjectSendStream[tuple[EntryRow, bool]]) -> None:
         async with send:
             batch: list[EntryRow] = []
             for row in self.state.iter_run():
@@ -226,33 +248,41 @@ class _Run:
             if batch:
                 await self._dispatch(batch, send)
 
-    async def _dispatch(self, rows: list[EntryRow], send: MemoryObjectSendStream[EntryRow]) -> None:
-        done = [r for r in rows if r.status == "done"]
-        gone = await anyio.to_thread.run_sync(self._missing_finals, done) if done else set()
+    async def _dispatch(
+        self, rows: list[EntryRow], send: MemoryObjectSendStream[tuple[EntryRow, bool]]
+    ) -> None:
+        gone, present = await self.to_thread(self._scan, rows)
         for row in rows:
             if row.status == "done" and row.id not in gone:
                 self.files_skipped += 1
                 continue
             if row.id in gone:
                 log.warning(
-                    "%s was done but is missing or changed on disk; fetching it again", row.path
+                    "%s was done but is gone or changed on disk; fetching it again", row.path
                 )
                 self.state.reset(row.id, restart=False)
                 row = self.state.get(row.id)
-            await send.send(row)
+            await send.send((row, row.id in present))
 
-    def _missing_finals(self, rows: list[EntryRow]) -> set[int]:
-        missing = set()
+    def _scan(self, rows: list[EntryRow]) -> tuple[set[int], set[int]]:
+        """One thread hop per batch: done entries whose file is gone or resized, and pending
+        entries with a file already under the final name and no ``.part`` (adoption candidates)."""
+        gone: set[int] = set()
+        present: set[int] = set()
         for row in rows:
-            size = PartFile(self.dest, row.path, self.guard).final_size()
-            if size is None or size != (row.total if row.total is not None else row.size):
-                missing.add(row.id)
-        return missing
+            part = PartFile(self.dest, row.path, self.guard)
+            size = part.final_size()
+            if row.status == "done":
+                if size is None or size != (row.total if row.total is not None else row.size):
+                    gone.add(row.id)
+            elif size is not None and row.checksum and part.part_size() is None:
+                present.add(row.id)
+        return gone, present
 
-    async def work(self, receive: MemoryObjectReceiveStream[EntryRow]) -> None:
+    async def work(self, receive: MemoryObjectReceiveStream[tuple[EntryRow, bool]]) -> None:
         async with receive:
-            async for row in receive:
-                await self.fetch(row)
+            async for row, final_present in receive:
+                await self.fetch(row, final_present=final_present)
 
     async def commit_loop(self) -> None:
         while True:
@@ -264,14 +294,14 @@ class _Run:
         finished, self.finished = self.finished, []
         if finished:
             folders = {folder for _, _, folder in finished}
-            await anyio.to_thread.run_sync(fsync_folders, folders)
+            await self.to_thread(fsync_folders, folders)
             for entry_id, size, _ in finished:
                 self.state.mark_done(entry_id, size)
         self.state.commit()
 
     # -- one entry --------------------------------------------------------------------------
 
-    async def fetch(self, row: EntryRow) -> None:
+    async def fetch(self, row: EntryRow, *, final_present: bool = False) -> None:
         part = PartFile(self.dest, row.path, self.guard)
         checksum = parse_multihash(row.checksum) if row.checksum else None
         parts = urlsplit(row.url)
@@ -280,7 +310,7 @@ class _Run:
         attempt = 0
         try:
             await self._prepare(job)
-            if job.offset == 0 and await self._adopt_final(job):
+            if final_present and job.offset == 0 and await self._adopt_final(job):
                 return
             while True:
                 try:
@@ -322,7 +352,7 @@ class _Run:
         durable = row.durable.prefix()
         if durable == 0:
             return
-        on_disk = await anyio.to_thread.run_sync(job.part.part_size)
+        on_disk = await self.to_thread(job.part.part_size)
         if on_disk is None or on_disk < durable:
             log.warning("%s: partial file missing or truncated; starting over", row.path)
             self.state.reset(row.id, restart=False)
@@ -332,7 +362,7 @@ class _Run:
         job.total = row.total
         if job.checksum is not None:
             hasher = job.checksum.new_hasher()
-            await anyio.to_thread.run_sync(job.part.hash_prefix, hasher, durable)
+            await self.to_thread(job.part.hash_prefix, hasher, durable)
             job.hasher = hasher
         self.emit(ev.Resumed(row.path, durable))
 
@@ -341,9 +371,7 @@ class _Run:
         if job.checksum is None or job.row.status == "done":
             return False
         checksum = job.checksum
-        ok = await anyio.to_thread.run_sync(
-            lambda: job.part.part_size() is None and job.part.verify_final(checksum, job.row.size)
-        )
+        ok = await self.to_thread(job.part.verify_final, checksum, job.row.size)
         if ok:
             size = job.part.final_size() or 0
             self.finished.append((job.row.id, size, job.part.final.parent))
@@ -485,7 +513,7 @@ class _Run:
                 job.part.open(truncate=offset == 0)
             job.part.write_at(offset, data, job.hasher)
 
-        await anyio.to_thread.run_sync(write)
+        await self.to_thread(write)
         job.opened = True
         job.offset += len(data)
         self.bytes_downloaded += len(data)
@@ -502,7 +530,7 @@ class _Run:
         job.last_flush = time.monotonic()
         if job.offset <= job.durable:
             return
-        await anyio.to_thread.run_sync(job.part.sync)
+        await self.to_thread(job.part.sync)
         job.durable = job.offset
         validator = job.validator or Validator()
         self.state.set_progress(
@@ -535,7 +563,7 @@ class _Run:
                 size, expected_size=expected, checksum=job.checksum, hasher=job.hasher
             )
 
-        result = await anyio.to_thread.run_sync(finish)
+        result = await self.to_thread(finish)
         job.opened = False
         if tail:
             self.bytes_downloaded += len(tail)
@@ -548,7 +576,7 @@ class _Run:
             self.emit(ev.Verified(job.row.path, size, algorithm))
             return True
         if job.restarts >= 1:
-            await anyio.to_thread.run_sync(job.part.discard)
+            await self.to_thread(job.part.discard)
             if job.checksum is not None and result.actual is not None:
                 raise ChecksumMismatch(
                     result.reason + " (also after a fresh download)",
@@ -666,6 +694,7 @@ async def download_async(
     credentials: Credentials | None = None,
     session: aiohttp.ClientSession | None = None,
     stop: anyio.Event | None = None,
+    state_name: str = "state.sqlite",
 ) -> Summary:
     """Download every entry of ``manifest`` into ``dest``; resume whatever an earlier run left.
 
@@ -678,6 +707,8 @@ async def download_async(
         session: an aiohttp session to use instead of bulkflex's own (tests, embedding).
         stop: when set, every transfer saves its progress and the run returns early with
             ``Summary.interrupted`` True (the CLI sets it on Ctrl-C / SIGTERM).
+        state_name: file name of the state database under ``dest/.bulkflex/`` (one per shard
+            when several processes share a destination: no two processes write one file).
 
     Returns:
         The :class:`Summary`. Failed entries do not raise; they are listed in it.
@@ -690,7 +721,7 @@ async def download_async(
     options = options or DownloadOptions()
     dest_path = Path(dest)
     started = time.monotonic()
-    state = StateDB(dest_path)
+    state = StateDB(dest_path, name=state_name)
     try:
         total = state.load_manifest(manifest)
         counts = state.counts()
@@ -726,6 +757,7 @@ async def download_async(
                 await run.commit()
                 if own_session:
                     await session.close()
+                run.executor.shutdown(wait=True)
         remaining = state.counts(failures_limit=0)
         summary = Summary(
             files_total=total,
@@ -753,7 +785,7 @@ async def download_async(
 
 
 async def _pool(run: _Run, stop: anyio.Event | None) -> None:
-    send, receive = anyio.create_memory_object_stream[EntryRow](
+    send, receive = anyio.create_memory_object_stream[tuple[EntryRow, bool]](
         max_buffer_size=run.options.connections
     )
 
