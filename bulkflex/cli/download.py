@@ -9,9 +9,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from bulkflex.auth import Credentials as AuthCredentials
+from bulkflex.auth import (
+    TokenOptions,
+    add_token_arguments,
+    credentials_from_options,
+    install_secret_filter,
+    token_options_from_args,
+)
 from bulkflex.cli._args import human_bytes, positive_float, positive_int, size
 from bulkflex.core.retry import RetryPolicy, StallRule
 from bulkflex.transfer import Credentials, DownloadOptions, Summary, run_download
@@ -85,15 +94,16 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="use uvloop when installed (default: yes if installed)",
     )
+    add_token_arguments(parser)
 
 
 def options_from_args(args: argparse.Namespace) -> DownloadOptions:
     defaults = DownloadOptions()
+    token_options = token_options_from_args(args)
     return replace(
         defaults,
-        connections=max(args.connections, args.per_host)
-        if args.connections < args.per_host
-        else args.connections,
+        # the global cap is at least the per-host cap, or the per-host cap would be a lie
+        connections=max(args.connections, args.per_host),
         per_host=args.per_host,
         retry=replace(defaults.retry or RetryPolicy(), max_attempts=args.retries + 1),
         read_timeout_s=args.read_timeout,
@@ -101,7 +111,34 @@ def options_from_args(args: argparse.Namespace) -> DownloadOptions:
         stall=StallRule(),
         flush_bytes=args.flush_bytes,
         flush_seconds=args.flush_seconds,
+        refresh_on_403=token_options.refresh_on_403,
     )
+
+
+def manifest_hosts(manifest: Path | str) -> set[str]:
+    """The hosts a manifest downloads from (a quick scan; the engine validates every line)."""
+    hosts: set[str] = set()
+    try:
+        with open(manifest, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    url = json.loads(line).get("url")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(url, str):
+                    host = urlsplit(url).hostname
+                    if host:
+                        hosts.add(host)
+    except OSError:
+        pass  # the engine reports an unreadable manifest with its own message
+    return hosts
+
+
+def credentials_for(token_options: TokenOptions, manifest: Path | str) -> AuthCredentials:
+    """Token holder scoped to the manifest's hosts; its secrets are masked in every log line."""
+    credentials = credentials_from_options(token_options, manifest_hosts(manifest))
+    install_secret_filter(credentials.secret_filter)
+    return credentials
 
 
 def want_uvloop(flag: bool | None) -> bool:
@@ -136,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         options_from_args(args),
         progress=not args.no_progress,
         log_json=args.log_json,
-        credentials=None,
+        credentials=credentials_for(token_options_from_args(args), args.manifest),
         use_uvloop=want_uvloop(args.uvloop),
     )
 

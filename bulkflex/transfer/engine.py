@@ -73,6 +73,7 @@ class Credentials(Protocol):
 
     @property
     def generation(self) -> int: ...
+    def covers(self, url: str) -> bool: ...
     def header_for(self, url: str, *, origin_url: str | None = None) -> dict[str, str]: ...
     async def start(self) -> None: ...
     async def wait_ready(self) -> None: ...
@@ -613,7 +614,7 @@ class _Run:
                 f"{host} needs a bearer token ({reason}): pass --token-env VAR, --token-file "
                 "FILE or --token-command CMD (or set MAAP_TOKEN)"
             )
-        if not creds.header_for(job.row.url):
+        if not creds.covers(job.row.url):
             raise NotEntitled(
                 f"{host} asks for a token ({reason}) but is not an auth host; "
                 f"add --auth-host {host} to send it there"
