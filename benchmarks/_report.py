@@ -1,0 +1,266 @@
+# Turning raw benchmark runs into the report: Markdown tables (printed and written to
+# report.md), a PNG bar chart next to it (matplotlib, when installed), and results.json.
+#
+# Numbers per workload x profile x tool, over the runs that exited 0 AND whose every file matched
+# its sha256 ("good runs"): MiB/s = total bytes / wall clock, median of the good runs;
+# CPU s/GiB = (user + system CPU of the tool's process tree) / GiB, median; peak RSS = median of
+# ru_maxrss. "bulkflex x" = bulkflex's MiB/s / the tool's MiB/s (> 1: bulkflex faster);
+# "CPU x" = bulkflex's CPU s/GiB / the tool's (< 1: bulkflex cheaper).
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["KillResult", "Row", "ToolRun", "render", "write_chart"]
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@dataclass
+class ToolRun:
+    wall: float
+    cpu: float
+    maxrss_kib: int
+    exit_code: int
+    timed_out: bool
+    problems: int  # files missing or not matching their sha256
+    requests: int
+    served_bytes: int
+    first_problem: str = ""
+    log_tail: str = ""
+
+    @property
+    def good(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.problems == 0
+
+
+@dataclass
+class Row:
+    workload: str
+    profile: str
+    tool: str  # key
+    label: str
+    files: int
+    total_bytes: int
+    runs: list[ToolRun] = field(default_factory=list)
+
+    def good_runs(self) -> list[ToolRun]:
+        return [r for r in self.runs if r.good]
+
+    def mib_s(self) -> float | None:
+        good = self.good_runs()
+        if not good:
+            return None
+        return statistics.median(self.total_bytes / MiB / r.wall for r in good)
+
+    def cpu_per_gib(self) -> float | None:
+        good = self.good_runs()
+        if not good:
+            return None
+        return statistics.median(r.cpu / (self.total_bytes / GiB) for r in good)
+
+    def rss_mib(self) -> float | None:
+        good = self.good_runs() or self.runs
+        if not good:
+            return None
+        return statistics.median(r.maxrss_kib / 1024 for r in good)
+
+    def status(self) -> str:
+        if not self.runs:
+            return "not run"
+        good = len(self.good_runs())
+        if good == len(self.runs):
+            return f"ok {good}/{len(self.runs)}"
+        bad = next(r for r in self.runs if not r.good)
+        if bad.timed_out:
+            why = "timeout"
+        elif bad.exit_code != 0:
+            why = f"exit {bad.exit_code}"
+        else:
+            why = f"{bad.problems} bad files"
+        return f"**{good}/{len(self.runs)} ok** ({why})"
+
+
+@dataclass
+class KillResult:
+    profile: str
+    files: int
+    total_bytes: int
+    connections: int  # requests cut short by the SIGKILL (in flight at that moment)
+    flush_window: str
+    full_wall: float
+    kill_after: float
+    killed_exit: int
+    served_killed: int
+    served_rerun: int
+    rerun_exit: int
+    rerun_problems: int
+    finished_rerun_data_requests: int
+    finished_rerun_bytes: int
+    finished_rerun_exit: int
+    note: str = ""
+
+    @property
+    def refetched(self) -> int:
+        return max(0, self.served_killed + self.served_rerun - self.total_bytes)
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+def _size(n: int) -> str:
+    if n >= GiB:
+        return f"{n / GiB:.2f} GiB"
+    if n >= MiB:
+        return f"{n / MiB:.0f} MiB"
+    return f"{n / 1024:.0f} KiB"
+
+
+def _group_title(row: Row) -> str:
+    each = row.total_bytes // max(row.files, 1)
+    return (
+        f"{row.workload}: {row.files:,} × {_size(each)} ({_size(row.total_bytes)}), {row.profile}"
+    )
+
+
+def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: list[str]) -> str:
+    out: list[str] = ["# bulkflex benchmark", ""]
+    out += [f"- {h}" for h in header]
+    out.append("")
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.workload, row.profile), []).append(row)
+    for group in groups.values():
+        out += [f"## {_group_title(group[0])}", ""]
+        ref = next((r for r in group if r.tool == "bulkflex"), None)
+        ref_speed = ref.mib_s() if ref else None
+        ref_cpu = ref.cpu_per_gib() if ref else None
+        out.append(
+            "| tool | MiB/s | CPU s/GiB | peak RSS MiB | bulkflex speed × | bulkflex CPU × "
+            "| requests | served MiB | runs |"
+        )
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        ordered = sorted(group, key=lambda r: -(r.mib_s() or -1.0))
+        for row in ordered:
+            good = row.good_runs() or row.runs
+            reqs = statistics.median(r.requests for r in good) if good else None
+            served = statistics.median(r.served_bytes / MiB for r in good) if good else None
+            is_ref = row.tool == "bulkflex"
+            name = f"**{row.label}**" if is_ref else row.label
+            out.append(
+                f"| {name} | {_fmt(row.mib_s())} | {_fmt(row.cpu_per_gib(), 2)} "
+                f"| {_fmt(row.rss_mib(), 0)} "
+                f"| {'' if is_ref else _ratio(ref_speed, row.mib_s())} "
+                f"| {'' if is_ref else _ratio(ref_cpu, row.cpu_per_gib())} "
+                f"| {_fmt(reqs, 0)} | {_fmt(served, 0)} | {row.status()} |"
+            )
+        out.append("")
+    if kills:
+        out += ["## kill in the middle, then rerun (bulkflex)", ""]
+        out.append(
+            "| profile | files | uninterrupted s | SIGKILL at s | served before kill MiB "
+            "| served by rerun MiB | re-fetched MiB | requests cut by the kill "
+            "| re-fetched per cut request MiB "
+            "| flush window | rerun | rerun of finished job |"
+        )
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+        for k in kills:
+            rerun = (
+                "verified"
+                if k.rerun_exit == 0 and k.rerun_problems == 0
+                else (f"**exit {k.rerun_exit}, {k.rerun_problems} bad files**")
+            )
+            finished = (
+                f"exit {k.finished_rerun_exit}, {k.finished_rerun_data_requests} data requests, "
+                f"{k.finished_rerun_bytes / MiB:.1f} MiB"
+            )
+            out.append(
+                f"| {k.profile} | {k.files} × {_size(k.total_bytes // max(k.files, 1))} "
+                f"| {k.full_wall:.2f} | {k.kill_after:.2f} | {k.served_killed / MiB:.1f} "
+                f"| {k.served_rerun / MiB:.1f} | {k.refetched / MiB:.1f} | {k.connections} "
+                f"| {k.refetched / MiB / max(k.connections, 1):.2f} | {k.flush_window} "
+                f"| {rerun} | {finished} |"
+            )
+            if k.note:
+                out.append(f"\n{k.profile}: {k.note}")
+        out.append("")
+        out.append(
+            "Re-fetched = bytes the server sent in the killed run + in the rerun − the total. "
+            "It includes data that was in socket buffers when the process died (sent by the "
+            "server, never read by bulkflex), up to a few MiB per connection on loopback."
+        )
+        out.append("")
+    failures = [
+        (row, r) for row in rows for r in row.runs if not r.good and (r.first_problem or r.log_tail)
+    ]
+    if failures:
+        out += ["## failed runs", ""]
+        seen: set[tuple[str, str, str]] = set()
+        for row, r in failures:
+            key = (row.workload, row.profile, row.tool)
+            if key in seen:
+                continue
+            seen.add(key)
+            detail = r.first_problem or r.log_tail.strip().splitlines()[-1][:300]
+            out.append(f"- {row.workload}/{row.profile} {row.label}: {detail}")
+        out.append("")
+    if notes:
+        out += ["## notes, missing and skipped", ""]
+        out += [f"- {n}" for n in notes]
+        out.append("")
+    return "\n".join(out)
+
+
+def write_json(path: Path, rows: list[Row], kills: list[KillResult], header: list[str]) -> None:
+    data: dict[str, Any] = {
+        "header": header,
+        "rows": [asdict(r) for r in rows],
+        "kills": [asdict(k) for k in kills],
+    }
+    path.write_text(json.dumps(data, indent=1))
+
+
+def write_chart(path: Path, rows: list[Row]) -> str | None:
+    """Draw MiB/s per tool, one panel per workload x profile; returns why not, or None."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed: no chart (pip install matplotlib)"
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.workload, row.profile), []).append(row)
+    if not groups:
+        return "no results to chart"
+    n = len(groups)
+    fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 + 0.42 * 8 * n), squeeze=False)
+    for ax, group in zip(axes[:, 0], groups.values(), strict=True):
+        ordered = sorted(group, key=lambda r: r.mib_s() or 0.0)
+        labels = [r.label for r in ordered]
+        values = [r.mib_s() or 0.0 for r in ordered]
+        colors = ["#d9480f" if r.tool == "bulkflex" else "#4c6ef5" for r in ordered]
+        bars = ax.barh(labels, values, color=colors)
+        for bar, row in zip(bars, ordered, strict=True):
+            text = f" {row.mib_s():.0f}" if row.mib_s() is not None else " failed"
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, text, va="center")
+        ax.set_title(_group_title(group[0]), fontsize=10)
+        ax.set_xlabel("MiB/s (median, verified runs)")
+        ax.margins(x=0.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None

@@ -1,0 +1,410 @@
+#!/usr/bin/env python3
+# One command for the whole comparison: install the peers where possible, generate the file sets
+# once, serve them on loopback (nginx, else an aiohttp fallback), run bulkflex and every peer on
+# the same files in the same run, check every output file by sha256, and write
+# benchmarks/results/<timestamp>/report.md (+ chart.png, results.json). See benchmarks/README.md.
+#
+#   python benchmarks/run.py [--workload small|large|tiny|kill|all] [--profile unthrottled|wan|both]
+#                            [--repeat 3] [--quick] [--tools bulkflex,aria2c,...]
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _measure import run_measured
+from _peers import PEERS, Context, Peer, clean_env
+from _report import KillResult, Row, ToolRun, render, write_chart, write_json
+from _servers import PROFILES, Server, find_lua_modules
+from _workloads import FileSet, ensure_set, file_set_spec, verify_tree
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ALL_WORKLOADS = ("small", "large", "tiny", "kill")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- installation -------------------------------------------------------------------------------
+
+
+def _apt_install(packages: list[str], notes: list[str]) -> None:
+    if not packages:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        notes.append(f"cannot install {', '.join(packages)}: needs root and apt-get")
+        return
+    log(f"installing with apt-get: {' '.join(packages)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-q", *packages]
+    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = done.stderr.strip().splitlines()[-1:] or ["?"]
+            notes.append(f"apt-get install {' '.join(packages)} failed: {tail[0]}")
+
+
+def _pip_install(specs: list[str], notes: list[str]) -> None:
+    if not specs:
+        return
+    log(f"installing with pip: {' '.join(specs)}")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", *specs], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["?"]
+        notes.append(f"pip install {' '.join(specs)} failed: {tail[0]}")
+
+
+def install(notes: list[str]) -> None:
+    """Install what is missing where possible; what stays missing is reported later."""
+    apt: list[str] = []
+    if not shutil.which("nginx"):
+        apt.append("nginx")
+    if find_lua_modules() is None:
+        apt.append("libnginx-mod-http-lua")
+    if not shutil.which("time", path="/usr/bin:/bin"):
+        apt.append("time")  # GNU time: peak RSS without the harness's floor (see _measure.py)
+    for exe, pkg in (("aria2c", "aria2"), ("rclone", "rclone"), ("wget", "wget"), ("curl", "curl")):
+        if not shutil.which(exe):
+            apt.append(pkg)
+    _apt_install(apt, notes)
+    pip: list[str] = []
+    stac_asset = next(p for p in PEERS if p.key == "stac-asset")
+    if stac_asset.available() is not None:
+        pip.append("stac-asset[cli]")
+    for module, spec in (("matplotlib", "matplotlib"), ("requests", "requests")):
+        if importlib.util.find_spec(module) is None:
+            pip.append(spec)
+    _pip_install(pip, notes)
+
+
+# -- versions -----------------------------------------------------------------------------------
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else "?"
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def tool_versions() -> str:
+    git = _first_line(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"])
+    parts = [
+        f"bulkflex {git[:60]}",
+        _first_line(["aria2c", "--version"]) if shutil.which("aria2c") else "aria2c missing",
+        " ".join(_first_line(["curl", "--version"]).split()[:2]),
+        _first_line(["rclone", "version"]) if shutil.which("rclone") else "rclone missing",
+        " ".join(_first_line(["wget", "--version"]).split()[:3]),
+        f"stac-asset {_dist_version('stac-asset')}",
+        f"requests {_dist_version('requests')}",
+        f"aiohttp {_dist_version('aiohttp')}",
+    ]
+    return "; ".join(parts)
+
+
+# -- one tool run -------------------------------------------------------------------------------
+
+
+def _fresh(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def run_tool(
+    peer: Peer,
+    files: FileSet,
+    server: Server,
+    scratch: Path,
+    timeout: float,
+    kill_after: float | None = None,
+    keep_dest: bool = False,
+) -> tuple[ToolRun, Path]:
+    """One measured run of ``peer`` into a fresh destination (unless ``keep_dest``)."""
+    dest = scratch / "dest"
+    if not keep_dest:
+        _fresh(dest)
+    work = _fresh(scratch / f"work-{peer.key}")
+    ctx = Context(files=files, base_url=server.base_url, dest=dest, work=work)
+    cmd = peer.build(ctx)
+    os.sync()  # every tool starts with no dirty pages from the previous one
+    offset = 0
+
+    def mark() -> None:
+        nonlocal offset
+        offset = server.log_offset()
+
+    result = run_measured(
+        cmd,
+        log_path=scratch / "logs" / f"{peer.key}.log",
+        timeout=timeout,
+        cwd=work,
+        env=clean_env(),
+        kill_after=kill_after,
+        on_start=mark,
+    )
+    if not server.wait_idle():
+        log("  warning: server still has open connections after the run")
+    served = server.served_since(offset)
+    problems = verify_tree(dest, files.files) if kill_after is None else []
+    run = ToolRun(
+        wall=result.wall,
+        cpu=result.cpu,
+        maxrss_kib=result.maxrss_kib,
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        problems=len(problems),
+        requests=served.data_requests,
+        served_bytes=served.body_bytes,
+        first_problem=problems[0] if problems else "",
+        log_tail="" if result.exit_code == 0 else result.log,
+    )
+    return run, dest
+
+
+def _describe(run: ToolRun, total: int) -> str:
+    speed = total / (1024 * 1024) / run.wall
+    state = (
+        "verified"
+        if run.good
+        else ("TIMEOUT" if run.timed_out else f"exit {run.exit_code}, {run.problems} bad files")
+    )
+    return (
+        f"{run.wall:7.2f} s {speed:8.1f} MiB/s cpu {run.cpu:6.2f} s "
+        f"rss {run.maxrss_kib / 1024:6.0f} MiB  {run.requests} data requests  {state}"
+    )
+
+
+# -- kill in the middle -------------------------------------------------------------------------
+
+
+def _flush_window() -> str:
+    try:
+        from bulkflex.transfer import DownloadOptions
+
+        opts = DownloadOptions()
+        value = getattr(opts, "flush_bytes", None)
+        if isinstance(value, int):
+            return f"{value / (1024 * 1024):.0f} MiB or {getattr(opts, 'flush_seconds', '?')} s"
+    except Exception:  # informational only
+        pass
+    return "see `bulkflex download --help`"
+
+
+def run_kill(
+    peer: Peer, files: FileSet, server: Server, scratch: Path, timeout: float, at: float
+) -> KillResult:
+    log(f"[kill/{server.profile}] uninterrupted run")
+    full, _ = run_tool(peer, files, server, scratch, timeout)
+    log(f"  {_describe(full, files.total_bytes)}")
+    kill_after = max(0.2, full.wall * at)
+    log(f"[kill/{server.profile}] SIGKILL after {kill_after:.2f} s")
+    offset = server.log_offset()
+    killed, _ = run_tool(peer, files, server, scratch, timeout, kill_after=kill_after)
+    sizes = {f"/{files.name}/{spec.rel}": spec.size for spec in files.files}
+    cut = [
+        e
+        for e in server.entries_since(offset)
+        if e.is_data and e.uri in sizes and e.body_bytes < e.expected_bytes(sizes[e.uri])
+    ]
+    log(f"  exit {killed.exit_code}, server sent {killed.served_bytes / 2**20:.1f} MiB")
+    rerun, _ = run_tool(peer, files, server, scratch, timeout, keep_dest=True)
+    log(f"[kill/{server.profile}] rerun: {_describe(rerun, files.total_bytes)}")
+    again, _ = run_tool(peer, files, server, scratch, timeout, keep_dest=True)
+    log(f"[kill/{server.profile}] rerun of the finished job: {again.requests} data requests")
+    note = ""
+    if killed.exit_code != -9:
+        note = f"the killed run ended by itself (exit {killed.exit_code}) before the SIGKILL"
+    return KillResult(
+        profile=server.profile,
+        files=len(files.files),
+        total_bytes=files.total_bytes,
+        connections=len(cut),
+        flush_window=_flush_window(),
+        full_wall=full.wall,
+        kill_after=kill_after,
+        killed_exit=killed.exit_code,
+        served_killed=killed.served_bytes,
+        served_rerun=rerun.served_bytes,
+        rerun_exit=rerun.exit_code,
+        rerun_problems=rerun.problems,
+        finished_rerun_data_requests=again.requests,
+        finished_rerun_bytes=again.served_bytes,
+        finished_rerun_exit=again.exit_code,
+        note=note,
+    )
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__ or "bulkflex benchmark")
+    p.add_argument(
+        "--workload",
+        default="small",
+        help="small (2000 x 256 KiB), large (4 x 512 MiB), tiny (20,000 x 16 KiB), kill, all; "
+        "or a comma-separated list (default small)",
+    )
+    p.add_argument("--profile", default="unthrottled", choices=["unthrottled", "wan", "both"])
+    p.add_argument("--repeat", type=int, default=None, help="runs per tool (default 3; 1 --quick)")
+    p.add_argument("--quick", action="store_true", help="small file sets for a smoke run")
+    p.add_argument(
+        "--tools",
+        default=",".join(p.key for p in PEERS),
+        help="comma-separated subset of: " + ", ".join(p.key for p in PEERS),
+    )
+    p.add_argument("--server", choices=["auto", "nginx", "aiohttp"], default="auto")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per run (default 900)")
+    p.add_argument("--kill-at", type=float, default=0.5, help="kill at this fraction (0.5)")
+    p.add_argument("--no-install", action="store_true", help="do not apt-get / pip install")
+    p.add_argument("--cache", type=Path, default=HERE / ".data", help="generated files")
+    p.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
+    args = p.parse_args(argv)
+    names = [w.strip() for w in args.workload.split(",") if w.strip()]
+    args.workloads = list(ALL_WORKLOADS) if "all" in names else names
+    for w in args.workloads:
+        if w not in ALL_WORKLOADS:
+            p.error(f"unknown workload {w!r}")
+    args.profiles = list(PROFILES) if args.profile == "both" else [args.profile]
+    keys = [k.strip() for k in args.tools.split(",") if k.strip()]
+    known = {peer.key for peer in PEERS}
+    for k in keys:
+        if k not in known:
+            p.error(f"unknown tool {k!r}")
+    args.peer_keys = keys
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    notes: list[str] = []
+    if not args.no_install:
+        install(notes)
+    peers: list[Peer] = []
+    for peer in PEERS:
+        if peer.key not in args.peer_keys:
+            continue
+        why = peer.available()
+        if why:
+            notes.append(f"{peer.label} skipped: {why}")
+            log(f"skipping {peer.label}: {why}")
+        else:
+            peers.append(peer)
+    if args.server == "nginx" and not shutil.which("nginx"):
+        log("nginx is not installed")
+        return 2
+    prefer_nginx = args.server != "aiohttp"
+    if args.server == "aiohttp":
+        notes.append("aiohttp fallback server chosen with --server aiohttp")
+
+    sets_root = args.cache / "sets"
+    scratch = args.cache / "scratch"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = args.out / stamp
+    rows: list[Row] = []
+    kills: list[KillResult] = []
+    file_sets: dict[str, FileSet] = {}
+    for w in args.workloads:
+        count, size = file_set_spec(w, args.quick)
+        log(f"file set for {w}: {count} x {size} bytes (generated once, cached)")
+        file_sets[w] = ensure_set(sets_root, count, size)
+    server_kinds: list[str] = []
+    try:
+        for profile in args.profiles:
+            with Server(sets_root, profile, prefer_nginx=prefer_nginx) as server:
+                server_kinds.append(f"{profile}: {server.kind}")
+                for n in server.notes:
+                    if n not in notes:
+                        notes.append(n)
+                log(f"== profile {profile}: {server.kind} on {server.base_url}")
+                for w in args.workloads:
+                    files = file_sets[w]
+                    if w == "kill":
+                        bulkflex = next((p for p in peers if p.key == "bulkflex"), None)
+                        if bulkflex is None:
+                            notes.append("kill workload skipped: bulkflex not available")
+                            continue
+                        kills.append(
+                            run_kill(bulkflex, files, server, scratch, args.timeout, args.kill_at)
+                        )
+                        continue
+                    group = {
+                        p.key: Row(w, profile, p.key, p.label, len(files.files), files.total_bytes)
+                        for p in peers
+                    }
+                    rows.extend(group.values())
+                    for rep in range(args.repeat):
+                        shift = rep % max(len(peers), 1)
+                        for peer in peers[shift:] + peers[:shift]:
+                            run, _ = run_tool(peer, files, server, scratch, args.timeout)
+                            group[peer.key].runs.append(run)
+                            log(
+                                f"[{w}/{profile} {rep + 1}/{args.repeat}] {peer.label:32s} "
+                                f"{_describe(run, files.total_bytes)}"
+                            )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    header = [
+        f"date {time.strftime('%Y-%m-%d %H:%M:%S')}; mode {'--quick' if args.quick else 'full'}; "
+        f"{args.repeat} run(s) per tool, median of verified runs",
+        f"machine: {os.cpu_count()} CPUs (shared), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}; client and server on loopback",
+        "server: " + "; ".join(server_kinds),
+        "WAN-like = 25 MiB/s per response (limit_rate) + 20 ms before each response (Lua sleep)",
+        "peak RSS: "
+        + (
+            "GNU time %M (largest single process of the tool)"
+            if shutil.which("time", path="/usr/bin:/bin")
+            else "ru_maxrss from wait4 (GNU time missing: an upper bound, floored at the "
+            "harness's own RSS)"
+        ),
+        "tools: " + tool_versions(),
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    chart_note = write_chart(out / "chart.png", rows)
+    if chart_note:
+        notes.append(chart_note)
+    report = render(rows, kills, header, notes)
+    (out / "report.md").write_text(report)
+    write_json(out / "results.json", rows, kills, header)
+    log("")
+    log(report)
+    try:
+        shown = out.relative_to(REPO)
+    except ValueError:
+        shown = out
+    log(f"report written to {shown}/report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
