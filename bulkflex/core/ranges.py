@@ -107,3 +107,124 @@ class Extents:
             start, _, end = part.partition("-")
             pairs.append((int(start), int(end)))
         return cls.of(pairs)
+
+
+# -- segmented downloads ---------------------------------------------------------------------
+#
+# One file, several connections. Each connection owns a Claim: it fetches [pos, end) and writes
+# as it goes. An idle connection asks the plan for work: it takes the largest run nobody owns;
+# when every byte is owned, it takes the back half of the claim with the most time left, if that
+# half is big enough (work stealing, as aria2 does). The victim just stops earlier: a claim's
+# `end` may shrink while its request, asked up to the old end, is still streaming. A request's
+# end is therefore always the start of the next claimed or written run.
+
+_ALIGN = 64 * 1024
+
+
+@dataclass(slots=True, eq=False)
+class Claim:
+    """A connection's run of the file: it writes ``[pos, end)``; ``[start, pos)`` is written.
+
+    ``end`` shrinks when another connection steals the tail. ``rate`` (bytes/s, measured by the
+    engine) lets the plan find a straggler.
+    """
+
+    start: int
+    end: int
+    pos: int
+    rate: float = 0.0
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.end - self.pos)
+
+    def eta(self) -> float:
+        """Seconds left at the current rate (infinite when nothing was measured yet)."""
+        if self.remaining == 0:
+            return 0.0
+        return self.remaining / self.rate if self.rate > 0 else float("inf")
+
+
+class SegmentPlan:
+    """Which bytes of one file are written, owned by a connection, or free. Pure bookkeeping.
+
+    Args:
+        size: the file's size.
+        written: bytes already on disk (e.g. durable extents from an earlier run).
+        min_piece: no claim smaller than this is created by splitting another one.
+        straggler_ratio: a claim whose rate is below this fraction of the median rate of the
+            others has its tail taken even when it is smaller than two pieces (no "stuck at
+            99 %"), as long as at least ``min_steal`` bytes remain.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        written: Extents,
+        *,
+        min_piece: int,
+        straggler_ratio: float = 0.25,
+        min_steal: int = 1024 * 1024,
+    ) -> None:
+        self.size = size
+        self.written = written
+        self.min_piece = max(1, min_piece)
+        self.straggler_ratio = straggler_ratio
+        self.min_steal = min_steal
+        self.claims: list[Claim] = []
+
+    def done(self) -> bool:
+        return self.written.covers(self.size)
+
+    def _owned(self) -> Extents:
+        owned = self.written
+        for claim in self.claims:
+            if claim.remaining:
+                owned = owned.add(Segment(claim.pos, claim.end))
+        return owned
+
+    def claim(self) -> Claim | None:
+        """Work for an idle connection, or None when there is nothing worth taking."""
+        free = max(self._owned().gaps(self.size), key=lambda s: s.length, default=None)
+        if free is not None:
+            new = Claim(free.start, free.end, free.start)
+            self.claims.append(new)
+            return new
+        victim = self._victim()
+        if victim is None:
+            return None
+        mid = victim.pos + victim.remaining // 2
+        aligned = mid - mid % _ALIGN
+        if aligned > victim.pos:
+            mid = aligned
+        new = Claim(mid, victim.end, mid)
+        victim.end = mid
+        self.claims.append(new)
+        return new
+
+    def _victim(self) -> Claim | None:
+        active = [c for c in self.claims if c.remaining]
+        if not active:
+            return None
+        slowest = max(active, key=lambda c: (c.eta(), c.remaining))
+        if slowest.remaining >= 2 * self.min_piece:
+            return slowest
+        rates = sorted(c.rate for c in active if c is not slowest and c.rate > 0)
+        if rates and slowest.remaining >= 2 * self.min_steal:
+            median = rates[len(rates) // 2]
+            if slowest.rate < self.straggler_ratio * median:
+                return slowest
+        return None
+
+    def advance(self, claim: Claim, nbytes: int) -> None:
+        """``nbytes`` more bytes of ``claim`` are on disk (never past its end)."""
+        if nbytes <= 0:
+            return
+        if claim.pos + nbytes > claim.end:
+            raise ValueError("wrote past the end of a claim")
+        self.written = self.written.add(Segment(claim.pos, claim.pos + nbytes))
+        claim.pos += nbytes
+
+    def release(self, claim: Claim) -> None:
+        """The connection is done with ``claim``; its unwritten rest becomes free again."""
+        self.claims = [c for c in self.claims if c is not claim]
