@@ -42,6 +42,7 @@ class RunResult:
     exit_code: int
     timed_out: bool
     log: str
+    killed_at: float | None = None
 
     @property
     def cpu(self) -> float:
@@ -53,6 +54,29 @@ def _kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
         os.killpg(pid, sig)
 
 
+def _written(root: int) -> int:
+    """Bytes written so far by process ``root`` and its descendants (0 if unreadable)."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(entry.path, "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    total = 0
+    for pid in tree:
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            io = Path(f"/proc/{pid}/io").read_text().splitlines()
+            total += int(next(line for line in io if line.startswith("wchar:")).split()[1])
+    return total
+
+
 def run_measured(
     cmd: Sequence[str],
     *,
@@ -61,12 +85,16 @@ def run_measured(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     kill_after: float | None = None,
+    kill_at_written: int | None = None,
     on_start: Callable[[], None] | None = None,
 ) -> RunResult:
-    """Run ``cmd`` to completion (or until ``kill_after`` seconds, then SIGKILL its group).
+    """Run ``cmd`` to completion, or SIGKILL its process group ``kill_after`` seconds after the
+    start or as soon as its processes have written ``kill_at_written`` bytes (``wchar`` of
+    /proc/PID/io: every write/pwrite, so the downloaded data plus a little state).
 
     stdout and stderr go to ``log_path`` (never a pipe, so a chatty tool cannot block).
     ``on_start`` is called right before the process is spawned (e.g. to mark a log offset).
+    ``RunResult.killed_at`` is the second at which the harness sent SIGKILL, if it did.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     gnu_time = shutil.which("time", path="/usr/bin:/bin")
@@ -75,6 +103,8 @@ def run_measured(
     if gnu_time:
         cmd = [gnu_time, "-q", "-f", "%M", "-o", str(rss_file), "--", *cmd]
     timed_out = threading.Event()
+    done = threading.Event()
+    killed_at: list[float] = []
     with open(log_path, "wb") as log:
         if on_start is not None:
             on_start()
@@ -93,17 +123,31 @@ def run_measured(
             timed_out.set()
             _kill_group(proc.pid)
 
-        timers = [threading.Timer(timeout, on_timeout)]
+        def kill_now() -> None:
+            killed_at.append(time.perf_counter() - start)
+            _kill_group(proc.pid)
+
+        def watch_writes(limit: int) -> None:
+            while not done.wait(0.01):
+                if _written(proc.pid) >= limit:
+                    kill_now()
+                    return
+
+        timers: list[threading.Timer | threading.Thread] = [threading.Timer(timeout, on_timeout)]
         if kill_after is not None:
-            timers.append(threading.Timer(kill_after, _kill_group, args=(proc.pid,)))
+            timers.append(threading.Timer(kill_after, kill_now))
+        if kill_at_written is not None:
+            timers.append(threading.Thread(target=watch_writes, args=(kill_at_written,)))
         for t in timers:
             t.daemon = True
             t.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
+            done.set()
             for t in timers:
-                t.cancel()
+                if isinstance(t, threading.Timer):
+                    t.cancel()
         wall = time.perf_counter() - start
         code = os.waitstatus_to_exitcode(status)
         proc.returncode = code  # already reaped; keep Popen from waiting again
@@ -123,4 +167,5 @@ def run_measured(
         exit_code=code,
         timed_out=timed_out.is_set(),
         log=text[-4000:],
+        killed_at=killed_at[0] if killed_at else None,
     )

@@ -33,6 +33,7 @@ class ToolRun:
     served_bytes: int
     first_problem: str = ""
     log_tail: str = ""
+    killed_at: float | None = None  # seconds after the start at which the harness sent SIGKILL
 
     @property
     def good(self) -> bool:

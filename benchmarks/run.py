@@ -142,7 +142,7 @@ def run_tool(
     server: Server,
     scratch: Path,
     timeout: float,
-    kill_after: float | None = None,
+    kill_at_written: int | None = None,
     keep_dest: bool = False,
 ) -> tuple[ToolRun, Path]:
     """One measured run of ``peer`` into a fresh destination (unless ``keep_dest``)."""
@@ -165,13 +165,13 @@ def run_tool(
         timeout=timeout,
         cwd=work,
         env=clean_env(),
-        kill_after=kill_after,
+        kill_at_written=kill_at_written,
         on_start=mark,
     )
     if not server.wait_idle():
         log("  warning: server still has open connections after the run")
     served = server.served_since(offset)
-    problems = verify_tree(dest, files.files) if kill_after is None else []
+    problems = verify_tree(dest, files.files) if kill_at_written is None else []
     run = ToolRun(
         wall=result.wall,
         cpu=result.cpu,
@@ -183,6 +183,7 @@ def run_tool(
         served_bytes=served.body_bytes,
         first_problem=problems[0] if problems else "",
         log_tail="" if result.exit_code == 0 else result.log,
+        killed_at=result.killed_at,
     )
     return run, dest
 
@@ -219,27 +220,32 @@ def _flush_window() -> str:
 def run_kill(
     peer: Peer, files: FileSet, server: Server, scratch: Path, timeout: float, at: float
 ) -> KillResult:
+    """Uninterrupted run, then a run SIGKILLed once ``at`` of the bytes were written, then the
+    same command again (must finish, verified), then once more (must fetch nothing)."""
     log(f"[kill/{server.profile}] uninterrupted run")
     full, _ = run_tool(peer, files, server, scratch, timeout)
     log(f"  {_describe(full, files.total_bytes)}")
-    kill_after = max(0.2, full.wall * at)
-    log(f"[kill/{server.profile}] SIGKILL after {kill_after:.2f} s")
+    threshold = int(files.total_bytes * at)
+    log(f"[kill/{server.profile}] SIGKILL once {threshold / 2**20:.0f} MiB are written")
     offset = server.log_offset()
-    killed, _ = run_tool(peer, files, server, scratch, timeout, kill_after=kill_after)
+    killed, _ = run_tool(peer, files, server, scratch, timeout, kill_at_written=threshold)
     sizes = {f"/{files.name}/{spec.rel}": spec.size for spec in files.files}
     cut = [
         e
         for e in server.entries_since(offset)
         if e.is_data and e.uri in sizes and e.body_bytes < e.expected_bytes(sizes[e.uri])
     ]
-    log(f"  exit {killed.exit_code}, server sent {killed.served_bytes / 2**20:.1f} MiB")
+    log(
+        f"  exit {killed.exit_code} at {killed.killed_at or killed.wall:.2f} s, server sent "
+        f"{killed.served_bytes / 2**20:.1f} MiB, {len(cut)} requests cut"
+    )
     rerun, _ = run_tool(peer, files, server, scratch, timeout, keep_dest=True)
     log(f"[kill/{server.profile}] rerun: {_describe(rerun, files.total_bytes)}")
     again, _ = run_tool(peer, files, server, scratch, timeout, keep_dest=True)
     log(f"[kill/{server.profile}] rerun of the finished job: {again.requests} data requests")
     note = ""
-    if killed.exit_code != -9:
-        note = f"the killed run ended by itself (exit {killed.exit_code}) before the SIGKILL"
+    if killed.killed_at is None:
+        note = f"the run ended by itself (exit {killed.exit_code}) before the SIGKILL"
     return KillResult(
         profile=server.profile,
         files=len(files.files),
@@ -247,7 +253,7 @@ def run_kill(
         connections=len(cut),
         flush_window=_flush_window(),
         full_wall=full.wall,
-        kill_after=kill_after,
+        kill_after=killed.killed_at if killed.killed_at is not None else killed.wall,
         killed_exit=killed.exit_code,
         served_killed=killed.served_bytes,
         served_rerun=rerun.served_bytes,
@@ -281,7 +287,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--server", choices=["auto", "nginx", "aiohttp"], default="auto")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per run (default 900)")
-    p.add_argument("--kill-at", type=float, default=0.5, help="kill at this fraction (0.5)")
+    p.add_argument(
+        "--kill-at", type=float, default=0.5, help="kill once this fraction is written (0.5)"
+    )
     p.add_argument("--no-install", action="store_true", help="do not apt-get / pip install")
     p.add_argument("--cache", type=Path, default=HERE / ".data", help="generated files")
     p.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
@@ -379,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {os.cpu_count()} CPUs (shared), {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}; client and server on loopback",
         "server: " + "; ".join(server_kinds),
-        "WAN-like = 25 MiB/s per response (limit_rate) + 20 ms before each response (Lua sleep)",
+        "WAN-like = 25 MiB/s per response + 20 ms before each response (nginx limit_rate + Lua "
+        "ngx.sleep, or the fallback server's equivalent)",
         "peak RSS: "
         + (
             "GNU time %M (largest single process of the tool)"
