@@ -113,8 +113,9 @@ def clean_token(raw: str) -> str:
     injection, or two tokens on two lines).
     """
     text = raw.strip()
-    if text[:7].lower() == "bearer " or text[:7].lower() == "bearer\t":
-        text = text[7:].strip()
+    scheme, _, rest = text.partition(" ") if " " in text else text.partition("\t")
+    if scheme.lower() == "bearer":
+        text = rest.strip()
     if not text:
         raise ValueError("it is empty")
     if not text.isascii() or not text.isprintable() or any(c.isspace() for c in text):

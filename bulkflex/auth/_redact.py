@@ -27,8 +27,14 @@ MASK = "***"
 MIN_SECRET_LENGTH = 3
 
 _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Authorization: Bearer <token>  (also "Basic", and the bare word in free text)
-    (re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s\"',;]+"), rf"\1\2{MASK}"),
+    # Authorization: Bearer <token> (also "Basic"): a value of 6+ token characters with at
+    # least one digit or symbol, so prose such as "needs a bearer token" is left alone.
+    (
+        re.compile(
+            r"(?i)\b(bearer|basic)(\s+)(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{6,}"
+        ),
+        rf"\1\2{MASK}",
+    ),
     # JWT-shaped strings: header.payload.signature, base64url, header starts with '{"'
     (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), MASK),
     # form or query fields: access_token=..., refresh_token=..., client_secret=...
@@ -53,7 +59,8 @@ _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Return ``text`` with every secret in ``secrets`` and every secret-shaped part masked.
 
-    Secret-shaped: ``Bearer <x>``/``Basic <x>``, JWT-looking strings (``eyJ...``), and
+    Secret-shaped: ``Bearer <x>``/``Basic <x>`` (``x`` of 6 or more token characters with a
+    digit or symbol), JWT-looking strings (``eyJ...``), and
     ``access_token``/``refresh_token``/``id_token``/``client_secret``/``token``/``password``
     values in form (``name=value``) or JSON (``"name": "value"``) syntax. Secrets shorter than
     ``MIN_SECRET_LENGTH`` are skipped. ``redact("")`` is ``""``.

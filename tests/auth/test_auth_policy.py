@@ -6,9 +6,9 @@ import base64
 import json
 
 import pytest
+from authkit import make_jwt
 from hypothesis import given
 from hypothesis import strategies as st
-from tokenjwt import make_jwt
 
 from bulkflex.auth import HostScope, RefreshPolicy, clean_token, jwt_expiry, renew_at, same_origin
 

@@ -93,7 +93,8 @@ def test_filter_survives_bad_format_args(
     ("text", "expected"),
     [
         ("Authorization: Bearer abc.def", "Authorization: Bearer ***"),
-        ("basic dXNlcjpwYXNz, then", "basic ***, then"),
+        ("needs a bearer token, Bearer tokens", "needs a bearer token, Bearer tokens"),
+        ("basic dXNlcjpwYXNzMQ==, then", "basic ***, then"),
         ("jwt eyJhbGciOi.eyJleHAiOjF9.sig here", "jwt *** here"),
         (
             "grant_type=refresh_token&refresh_token=r3fr3sh&client_secret=s3cr3t",

@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import pytest
+from authkit import counting_command, run_count
 from tokenserver import TokenEndpoint
 
 from bulkflex.auth import (
@@ -23,16 +24,6 @@ from bulkflex.auth import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def counting_command(tmp_path: Path) -> tuple[str, Path]:
-    """A shell command that appends a line to a file per run and prints ``tok-<runs>``."""
-    runs = tmp_path / "runs.txt"
-    return f'echo run >> "{runs}"; printf "tok-%s\\n" "$(wc -l < "{runs}" | tr -d " ")"', runs
-
-
-def run_count(runs: Path) -> int:
-    return len(runs.read_text().splitlines()) if runs.exists() else 0
 
 
 async def test_env_source_reads_each_time_and_fails_for_good_when_unset() -> None:
@@ -91,7 +82,7 @@ async def test_command_source_runs_the_command_on_every_fetch(tmp_path: Path) ->
 async def test_command_failure_quotes_last_stderr_line_redacted() -> None:
     secrets = SecretFilter(["tok-known-secret"])
     source = CommandSource(
-        "echo first >&2; echo 'oops tok-known-secret Bearer xyz' >&2; exit 3", secrets=secrets
+        "echo first >&2; echo 'oops tok-known-secret Bearer xyz-123' >&2; exit 3", secrets=secrets
     )
     with pytest.raises(TokenUnavailable) as info:
         await source.fetch(None)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from tokenjwt import make_jwt
+from authkit import make_jwt
 
 
 @dataclass
