@@ -1,0 +1,213 @@
+"""End to end through the real CLI: SIGKILL and Ctrl-C mid-job, an unwritable destination and a
+full disk. After each interruption, running the same command again must finish the job with the
+exact bytes and re-fetch no more than one flush window per connection.
+
+The job is throttled by the server (16 KiB chunks, 20 ms apart per connection) so that the kill
+points, timed by the server's byte counter, fall inside the job. The full-disk and read-only
+tests mount a small tmpfs (root only); they skip, saying why, where mounting is impossible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clirun import (
+    assert_files,
+    download_args,
+    entry,
+    files_under,
+    kill,
+    read_events,
+    run_cli,
+    start_cli,
+    wait_until,
+    write_manifest,
+)
+from faultserver import FaultServer, KiB, MiB
+
+CONNECTIONS = 3
+WINDOW = 64 * KiB
+#: Bytes the server may have handed to a socket that the client never read when it died.
+IN_FLIGHT = 64 * KiB
+SIZES = [1 * MiB, 768 * KiB, 512 * KiB, 1 * MiB, 256 * KiB, 512 * KiB]
+TOTAL = sum(SIZES)
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    with FaultServer(chunk_size=16 * KiB, chunk_delay=0.02) as running:
+        yield running
+
+
+def throttled_job(server: FaultServer, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    names = [f"f{i}.bin" for i in range(len(SIZES))]
+    for name, size in zip(names, SIZES, strict=True):
+        server.add_file(name, size)
+    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, n, f"s/{n}") for n in names])
+    return manifest, {f"s/{n}": server.content(n) for n in names}
+
+
+def job_args(
+    manifest: Path, dest: Path, *extra: str | os.PathLike[str]
+) -> list[str | os.PathLike[str]]:
+    return download_args(
+        manifest,
+        dest,
+        "--connections",
+        str(CONNECTIONS),
+        "--per-host",
+        str(CONNECTIONS),
+        "--flush-bytes",
+        str(WINDOW),
+        "--flush-seconds",
+        "30",
+        *extra,
+    )
+
+
+def test_sigkill_at_several_points_then_rerun_refetches_at_most_a_window_per_connection(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    manifest, expected = throttled_job(server, tmp_path)
+    dest, log = tmp_path / "d", tmp_path / "events.jsonl"
+    served_at_kill: list[int] = []
+    for fraction in (0.25, 0.5, 0.9):
+        proc = start_cli(*job_args(manifest, dest, "--log-json", log))
+        wait_until(
+            lambda f=fraction: server.total_bytes_sent >= f * TOTAL,
+            timeout=30,
+            what=f"{fraction:.0%} of the job's bytes to be served",
+            proc=proc,
+        )
+        killed = kill(proc, signal.SIGKILL)
+        assert killed.returncode == -signal.SIGKILL, killed.describe()
+        served_at_kill.append(server.total_bytes_sent)
+
+    final = run_cli(*job_args(manifest, dest, "--log-json", log))
+    assert final.returncode == 0, final.describe()
+    assert_files(dest, expected)
+    refetched = server.total_bytes_sent - TOTAL
+    allowed = len(served_at_kill) * CONNECTIONS * (WINDOW + IN_FLIGHT)
+    assert refetched <= allowed, (
+        f"re-fetched {refetched} bytes over {len(served_at_kill)} kills (allowed {allowed}); "
+        f"served when killed: {served_at_kill}, in all: {server.total_bytes_sent} of {TOTAL}"
+    )
+    resumed = [e for e in read_events(log) if e["event"] == "resumed"]
+    assert resumed and all(int(e["offset"]) > 0 for e in resumed), resumed
+
+
+def test_ctrl_c_exits_130_keeps_progress_and_rerun_completes(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    manifest, expected = throttled_job(server, tmp_path)
+    dest = tmp_path / "d"
+    proc = start_cli(*job_args(manifest, dest))
+    wait_until(
+        lambda: server.total_bytes_sent >= 0.4 * TOTAL,
+        timeout=30,
+        what="40% of the job's bytes to be served",
+        proc=proc,
+    )
+    interrupted = kill(proc, signal.SIGINT)
+    assert interrupted.returncode == 130, interrupted.describe()
+    assert any("interrupted" in line for line in interrupted.stderr_lines), interrupted.describe()
+    assert "Traceback" not in interrupted.stderr, interrupted.describe()
+    served_first = server.total_bytes_sent
+
+    again = run_cli(*job_args(manifest, dest))
+    assert again.returncode == 0, again.describe()
+    assert_files(dest, expected)
+    refetched = server.total_bytes_sent - TOTAL
+    allowed = CONNECTIONS * (WINDOW + IN_FLIGHT)
+    assert refetched <= allowed, (
+        f"re-fetched {refetched} bytes after Ctrl-C (allowed {allowed}); first run served "
+        f"{served_first} of {TOTAL}"
+    )
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """Mount a tmpfs at ``path`` for the block (skips the test where that is impossible)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8); this runs as a normal user")
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", os.fspath(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", os.fspath(path)], capture_output=True, timeout=30).returncode:
+            subprocess.run(["umount", "-l", os.fspath(path)], capture_output=True, timeout=30)
+
+
+def remount(path: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", os.fspath(path)], check=True, timeout=30)
+
+
+def test_unwritable_destination_exits_4_with_one_line(server: FaultServer, tmp_path: Path) -> None:
+    server.add_file("a.bin", 10 * KiB)
+    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as dest:
+        result = run_cli(*download_args(manifest, dest))
+        assert result.returncode == 4, result.describe()
+        assert len(result.stderr_lines) == 1, result.describe()
+        assert result.stderr_lines[0].startswith("bulkflex: error: "), result.describe()
+        assert str(dest) in result.stderr_lines[0] or "read-only" in result.stderr_lines[0]
+    assert server.total_requests == 0
+
+
+def test_destination_folder_is_a_file_exits_4_with_one_line(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    server.add_file("a.bin", 10 * KiB)
+    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
+    dest = tmp_path / "not-a-folder"
+    dest.write_bytes(b"x")
+    result = run_cli(*download_args(manifest, dest))
+    assert result.returncode == 4, result.describe()
+    assert len(result.stderr_lines) == 1, result.describe()
+    assert result.stderr_lines[0].startswith("bulkflex: error: "), result.describe()
+    assert dest.read_bytes() == b"x"
+
+
+def test_full_disk_exits_4_keeps_state_and_rerun_after_freeing_space_completes(
+    tmp_path: Path,
+) -> None:
+    with FaultServer() as server, tmpfs(tmp_path / "small", "size=2m") as dest:
+        names = ["a.bin", "b.bin", "c.bin"]
+        for name in names:
+            server.add_file(name, 1 * MiB)
+        manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, n) for n in names])
+        args = download_args(manifest, dest, "--connections", "1", "--flush-bytes", str(WINDOW))
+        full = run_cli(*args)
+        assert full.returncode == 4, full.describe()
+        errors = [line for line in full.stderr_lines if line.startswith("bulkflex: error: ")]
+        assert len(errors) == 1, full.describe()
+        assert "Traceback" not in full.stderr, full.describe()
+        assert (dest / ".bulkflex").is_dir()
+        finished_first = {n for n in names if n in files_under(dest)}
+        requests_first = {n: len(server.stats(n).gets) for n in names}
+
+        remount(dest, "size=16m")
+        again = run_cli(*args)
+        assert again.returncode == 0, again.describe()
+        assert_files(dest, {n: server.content(n) for n in names})
+        for name in finished_first:
+            assert len(server.stats(name).gets) == requests_first[name], f"{name} fetched again"
+        # Unthrottled, the server may have pushed a whole file into the socket before the disk
+        # filled up, so this only bounds the re-fetch to the one file that was cut.
+        refetched = sum(server.bytes_sent(n) for n in names) - 3 * MiB
+        assert refetched <= 1 * MiB, refetched
