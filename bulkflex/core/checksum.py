@@ -120,6 +120,8 @@ def parse_multihash(text: str) -> Checksum:
         raise MultihashError("checksum must be a non-empty hex string")
     if text != text.lower():
         raise MultihashError("multihash must be lowercase hex")
+    if not (text.isascii() and text.isalnum()):  # bytes.fromhex would skip whitespace
+        raise MultihashError("multihash is not hex")
     try:
         raw = bytes.fromhex(text)
     except ValueError:
