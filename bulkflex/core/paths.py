@@ -33,15 +33,18 @@ class UnsafePath(ValueError):
 def safe_relative_path(candidate: str) -> str:
     """Return ``candidate`` as a normalised relative POSIX path, or raise :class:`UnsafePath`.
 
-    Refused: empty paths, NUL or control characters, backslashes, absolute paths, drive letters
-    (``C:``), ``..`` components, paths ending in ``/`` (a folder, not a file), Windows device
-    names, components longer than 255 bytes, and anything inside bulkflex's state folder.
+    Refused: empty paths, NUL or control characters, lone surrogates, backslashes, absolute
+    paths, drive letters (``C:``), ``..`` components, paths ending in ``/`` (a folder, not a
+    file), Windows device names, components longer than 255 bytes, and anything inside
+    bulkflex's state folder.
     ``.`` components and repeated slashes are dropped.
     """
     if not isinstance(candidate, str) or candidate == "":
         raise UnsafePath("path is empty")
     if "\x00" in candidate:
         raise UnsafePath("path contains a NUL byte")
+    if any("\ud800" <= char <= "\udfff" for char in candidate):  # JSON can carry "\ud800"
+        raise UnsafePath("path contains a lone surrogate (not a valid file name)")
     if _CONTROL.search(candidate):
         raise UnsafePath("path contains a control character")
     if "\\" in candidate:
