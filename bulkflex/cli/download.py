@@ -47,6 +47,21 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"simultaneous requests to one host, across files (default {defaults.per_host})",
     )
     group.add_argument(
+        "--connections-per-file",
+        type=positive_int,
+        default=defaults.connections_per_file,
+        metavar="N",
+        help="connections for one large file when its server honours Range "
+        f"(default {defaults.connections_per_file})",
+    )
+    group.add_argument(
+        "--split-min",
+        type=size,
+        default=defaults.split_min,
+        metavar="SIZE",
+        help="split files of at least SIZE over several connections (default 32M)",
+    )
+    group.add_argument(
         "--retries",
         type=positive_int,
         default=defaults.retry.max_attempts - 1,
@@ -105,6 +120,8 @@ def options_from_args(args: argparse.Namespace) -> DownloadOptions:
         # the global cap is at least the per-host cap, or the per-host cap would be a lie
         connections=max(args.connections, args.per_host),
         per_host=args.per_host,
+        connections_per_file=args.connections_per_file,
+        split_min=args.split_min,
         retry=replace(defaults.retry or RetryPolicy(), max_attempts=args.retries + 1),
         read_timeout_s=args.read_timeout,
         connect_timeout_s=args.connect_timeout,

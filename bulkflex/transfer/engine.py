@@ -37,8 +37,8 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from bulkflex.core.checksum import Checksum, Hasher, parse_multihash
-from bulkflex.core.ranges import Extents, Segment, range_header
+from bulkflex.core.checksum import Checksum, parse_multihash
+from bulkflex.core.ranges import Claim, Extents, Segment, SegmentPlan, range_header
 from bulkflex.core.responses import Decision, RangeRequest, Validator, Verdict, check_response
 from bulkflex.core.retry import RetryPolicy, StallDetector, StallRule
 from bulkflex.errors import (
@@ -54,7 +54,13 @@ from bulkflex.errors import (
 )
 from bulkflex.state import EntryRow, StateDB
 from bulkflex.transfer import events as ev
-from bulkflex.transfer.files import FolderGuard, PartFile, Verification, fsync_folders
+from bulkflex.transfer.files import (
+    FolderGuard,
+    PartFile,
+    PrefixHasher,
+    Verification,
+    fsync_folders,
+)
 from bulkflex.transfer.hosts import HostPacer
 
 __all__ = ["Credentials", "DownloadOptions", "Summary", "download_async"]
@@ -99,6 +105,9 @@ class DownloadOptions:
         read_bufsize: aiohttp's per-connection read buffer.
         commit_interval_s: group-commit period of the state database.
         disk_threads: threads doing writes, syncs and hashing.
+        connections_per_file: connections one file may use when its server honours Range.
+        split_min: files at least this big are split over several connections.
+        split_piece: no connection takes less than this from another one (work stealing).
         refresh_on_403: treat 403 like 401 (some servers answer 403 to an expired token).
     """
 
@@ -115,6 +124,9 @@ class DownloadOptions:
     read_bufsize: int = 1 * MiB
     commit_interval_s: float = 0.5
     disk_threads: int = 4
+    connections_per_file: int = 4
+    split_min: int = 32 * MiB
+    split_piece: int = 4 * MiB
     refresh_on_403: bool = False
     user_agent: str = "bulkflex"
 
@@ -165,11 +177,15 @@ class _Job:
     validator: Validator | None = None
     #: the resource size the server announced for them
     total: int | None = None
-    hasher: Hasher | None = None
+    hasher: PrefixHasher | None = None
     #: the .part file is open for writing at `offset`
     opened: bool = False
     #: the server ignores or botches Range for this file: always fetch it whole
     no_range: bool = False
+    #: a split request was answered badly: use one connection for this file
+    no_split: bool = False
+    #: every durable byte range (a split file may have several; one stream uses the prefix)
+    extents: Extents = field(default_factory=Extents)
     #: restarts from 0 because the file changed or failed verification, this run
     restarts: int = 0
     #: consecutive 401s, reset by any other answer
@@ -177,6 +193,33 @@ class _Job:
     last_flush: float = 0.0
     #: body bytes received but not yet written (held for the final hop of small files)
     tail: bytearray = field(default_factory=bytearray)
+
+
+@dataclass(slots=True)
+class _Split:
+    """A file being fetched over several connections."""
+
+    job: _Job
+    plan: SegmentPlan
+    #: bytes (of plan.written) already synced and recorded
+    flushed: int
+    #: why splitting was abandoned for this file, if it was
+    broken: str | None = None
+    last_error: str = ""
+    flushing: bool = False
+    #: task group running background flushes (None once the split winds down)
+    flusher: anyio.abc.TaskGroup | None = None
+    #: set (and replaced) whenever a claim is released, to wake connections waiting for work
+    released: anyio.Event = field(default_factory=anyio.Event)
+
+    def wake(self) -> None:
+        self.released.set()
+        self.released = anyio.Event()
+
+
+@asynccontextmanager
+async def _no_slot() -> AsyncIterator[None]:
+    yield
 
 
 class _Run:
@@ -351,6 +394,15 @@ class _Run:
         """Pick up durable bytes from an earlier run, if they are still there."""
         row = job.row
         durable = row.durable.prefix()
+        if durable == 0 and row.durable.total and self._may_split(job, row.total):
+            on_disk = await self.to_thread(job.part.part_size)
+            if on_disk is not None:  # a split run left pieces but no prefix: keep them
+                job.extents = row.durable
+                job.validator = Validator(row.etag, row.last_modified)
+                job.total = row.total
+                job.opened = False
+                self.emit(ev.Resumed(row.path, 0))
+            return
         if durable == 0:
             return
         on_disk = await self.to_thread(job.part.part_size)
@@ -359,11 +411,12 @@ class _Run:
             self.state.reset(row.id, restart=False)
             return
         job.offset = job.durable = durable
+        job.extents = row.durable
         job.validator = Validator(row.etag, row.last_modified)
         job.total = row.total
         if job.checksum is not None:
-            hasher = job.checksum.new_hasher()
-            await self.to_thread(job.part.hash_prefix, hasher, durable)
+            hasher = PrefixHasher(job.checksum.new_hasher())
+            await self.to_thread(hasher.catch_up, job.part.part, durable)
             job.hasher = hasher
         self.emit(ev.Resumed(row.path, durable))
 
@@ -385,7 +438,9 @@ class _Run:
         row = job.row
         if job.offset > 0 and job.no_range:
             await self._restart(job, "the server cannot resume this file", changed=False)
-        ranged = job.offset > 0
+        # a file worth splitting is asked for with "Range: bytes=0-": a 206 proves the server
+        # can serve ranges before a second connection relies on it
+        ranged = job.offset > 0 or self._may_split(job, job.row.size)
         request = RangeRequest(
             start=job.offset,
             ranged=ranged,
@@ -461,10 +516,242 @@ class _Run:
             job.validator = decision.validator
             job.total = decision.total
             if job.checksum is not None:
-                job.hasher = job.checksum.new_hasher()
+                job.hasher = PrefixHasher(job.checksum.new_hasher())
         elif job.offset > 0:
             self.emit(ev.Resumed(row.path, job.offset))
-        await self._stream(job, response, decision)
+        if response.status == 206 and self._may_split(job, decision.total):
+            await self._split(job, response)
+        else:
+            await self._stream(job, response, decision)
+
+    # -- several connections for one file ----------------------------------------------------
+
+    def _may_split(self, job: _Job, size: int | None) -> bool:
+        return (
+            self.options.connections_per_file > 1
+            and not job.no_range
+            and not job.no_split
+            and size is not None
+            and size >= self.options.split_min
+        )
+
+    async def _split(self, job: _Job, first: aiohttp.ClientResponse) -> None:
+        """Fetch the rest of the file over up to ``connections_per_file`` connections.
+
+        ``first`` is the accepted 206 for ``[job.offset, end of file)``. It becomes the first
+        claim; the other connections take halves of what is left (see ``SegmentPlan``). Every
+        byte is checked like any range: an answer that is not the exact 206 asked for stops
+        the split for this file, and the file continues on one stream from its durable prefix.
+        Returns with the file complete on disk, or raises ``_Retry``.
+        """
+        assert job.total is not None
+        total = job.total
+        written = job.extents.add(Segment(0, job.offset)) if job.offset else job.extents
+        plan = SegmentPlan(total, written, min_piece=self.options.split_piece)
+        split = _Split(job=job, plan=plan, flushed=written.total)
+        if not job.opened:
+            fresh = written.total == 0
+            await self.to_thread(lambda: job.part.open(truncate=fresh, preallocate=total))
+            job.opened = True
+        boundary = next(plan.written.gaps(total)).end if not plan.done() else total
+        primary = Claim(job.offset, boundary, job.offset)
+        plan.claims.append(primary)
+        try:
+            async with anyio.create_task_group() as tg:
+                split.flusher = tg
+                for _ in range(self.options.connections_per_file - 1):
+                    tg.start_soon(self._split_worker, split, None)
+                await self._split_worker(split, (primary, first))
+        finally:
+            split.flusher = None
+            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                await self._split_flush(split)
+            job.extents = plan.written
+            job.offset = job.durable = plan.written.prefix()
+        if plan.done():
+            job.offset = total
+            return
+        if split.broken is not None:
+            job.no_split = True
+            log.warning("%s: %s; continuing on one connection", job.row.path, split.broken)
+            if job.hasher is not None:  # the single stream hashes on from the durable prefix
+                await self.to_thread(job.hasher.catch_up, job.part.part, job.offset)
+            raise _Retry(split.broken)
+        raise _Retry(split.last_error or "segments left unfinished")
+
+    async def _split_worker(
+        self, split: _Split, first: tuple[Claim, aiohttp.ClientResponse] | None
+    ) -> None:
+        """One connection of a split file: take a claim, fetch it, repeat until none is left.
+
+        The first connection starts with the response it already has (and keeps its host slot
+        for its later requests); the others take a slot per request.
+        """
+        attempts = 0
+        if first is not None:
+            claim, response = first
+            try:
+                await self._stream_claim(split, claim, response)
+            except _Retry as retry:
+                split.last_error = retry.reason
+            finally:
+                # the open-ended request would go on sending bytes others own: drop it now
+                response.close()
+                split.plan.release(claim)
+                split.wake()
+        while split.broken is None and not split.plan.done():
+            released = split.released  # taken before looking, so no release goes unnoticed
+            next_claim = split.plan.claim()
+            if next_claim is None:
+                if not any(c.remaining for c in split.plan.claims):
+                    return
+                await released.wait()  # a connection let go of a claim: look again
+                continue
+            claim = next_claim
+            try:
+                await self._fetch_claim(split, claim, take_slot=first is None)
+                attempts = 0
+            except _Retry as retry:
+                split.last_error = retry.reason
+                if not retry.counts:
+                    continue
+                attempts += 1
+                delay = self.options.retry.delay(
+                    attempts, retry_after_s=retry.retry_after_s, rng=self.rng
+                )
+                if delay is None:
+                    return
+                await anyio.sleep(delay)
+            finally:
+                split.plan.release(claim)
+                split.wake()
+
+    async def _fetch_claim(self, split: _Split, claim: Claim, *, take_slot: bool) -> None:
+        job = split.job
+        request = RangeRequest(
+            start=claim.pos,
+            end=claim.end,
+            ranged=True,
+            validator=job.validator,
+            known_total=split.plan.size,
+        )
+        headers = {
+            "Accept-Encoding": "identity",
+            "User-Agent": self.options.user_agent,
+            "Range": range_header(claim.pos, claim.end),
+        }
+        if job.validator is not None and job.validator.if_range:
+            headers["If-Range"] = job.validator.if_range
+        slot = self.pacer.slot(job.host) if take_slot else _no_slot()
+        async with slot:
+            if claim.remaining == 0:  # stolen entirely while we queued for a slot
+                return
+            generation = 0
+            if self.credentials is not None:
+                await self.credentials.wait_ready()
+                generation = self.credentials.generation
+            try:
+                async with self._open(job.row.url, headers) as response:
+                    decision = check_response(
+                        request, response.status, response.headers, now=time.time()
+                    )
+                    verdict = decision.verdict
+                    if verdict is Verdict.ACCEPT:
+                        job.auth_failures = 0
+                        await self._stream_claim(split, claim, response)
+                    elif verdict is Verdict.AUTH:
+                        await self._renew_token(job, generation, decision.reason)
+                        raise _Retry(decision.reason, counts=False)
+                    elif verdict is Verdict.RETRY:
+                        if decision.retry_after_s is not None and response.status in (429, 503):
+                            self.pacer.pause(job.host, decision.retry_after_s)
+                        raise _Retry(decision.reason, retry_after_s=decision.retry_after_s)
+                    elif verdict is Verdict.FAIL and response.status in (404, 410):
+                        raise NotFound(f"HTTP {response.status} from {redact_url(job.row.url)}")
+                    else:  # a 200, a wrong Content-Range, a 416, another version: stop splitting
+                        split.broken = f"split request answered badly ({decision.reason})"
+                        raise _Retry(split.broken)
+            except _NETWORK_ERRORS as exc:
+                raise _Retry(_describe_network_error(exc)) from None
+
+    async def _stream_claim(
+        self, split: _Split, claim: Claim, response: aiohttp.ClientResponse
+    ) -> None:
+        """Write the body at ``claim.pos`` until the claim's (possibly shrunk) end."""
+        batch = self.options.write_batch_bytes
+        started = time.monotonic()
+        detector = StallDetector(self.options.stall, started)
+        received = 0
+        buffer = bytearray()
+        try:
+            async for chunk in response.content.iter_any():
+                room = claim.end - claim.pos - len(buffer)
+                if len(chunk) >= room:
+                    buffer += chunk[: max(room, 0)]
+                    break  # the claim is complete, or its tail was taken by another connection
+                buffer += chunk
+                received += len(chunk)
+                if len(buffer) >= batch:
+                    await self._write_claim(split, claim, buffer)
+                    buffer = bytearray()
+                now = time.monotonic()
+                claim.rate = received / max(now - started, 1e-3)
+                if detector.stalled(now, received):
+                    raise _Retry("stalled")
+        except _NETWORK_ERRORS as exc:
+            if buffer:
+                await self._write_claim(split, claim, buffer)
+            raise _Retry(_describe_network_error(exc)) from None
+        except BaseException:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+                if buffer:
+                    await self._write_claim(split, claim, buffer)
+            raise
+        if buffer:
+            await self._write_claim(split, claim, buffer)
+        if claim.remaining:
+            raise _Retry(f"short body: {claim.remaining} bytes missing")
+
+    async def _write_claim(self, split: _Split, claim: Claim, data: bytearray) -> None:
+        offset = claim.pos
+        job = split.job
+        await self.to_thread(job.part.write_at, offset, data, job.hasher)
+        split.plan.advance(claim, len(data))
+        self.bytes_downloaded += len(data)
+        self.emit(ev.Progress(job.row.path, len(data)))
+        if split.flusher is not None and not split.flushing and self._flush_due(split):
+            # in the background: a connection never waits for an fdatasync of the whole file
+            split.flushing = True
+            split.flusher.start_soon(self._split_flush, split)
+
+    def _flush_due(self, split: _Split) -> bool:
+        pending = split.plan.written.total - split.flushed
+        return pending >= self.options.flush_bytes or (
+            pending > 0 and time.monotonic() - split.job.last_flush >= self.options.flush_seconds
+        )
+
+    async def _split_flush(self, split: _Split) -> None:
+        """Sync the file, then record every extent written before the sync started."""
+        job = split.job
+        written = split.plan.written
+        if written.total <= split.flushed:
+            split.flushing = False
+            return
+        split.flushing = True
+        try:
+            job.last_flush = time.monotonic()
+            await self.to_thread(job.part.sync)
+            split.flushed = written.total
+            validator = job.validator or Validator()
+            self.state.set_progress(
+                job.row.id,
+                written,
+                total=split.plan.size,
+                etag=validator.etag,
+                last_modified=validator.last_modified,
+            )
+        finally:
+            split.flushing = False
 
     async def _stream(
         self, job: _Job, response: aiohttp.ClientResponse, decision: Decision
@@ -599,6 +886,7 @@ class _Run:
         if job.offset:
             self.emit(ev.Progress(job.row.path, -job.offset))
         job.offset = job.durable = 0
+        job.extents = Extents()
         job.validator = None
         job.total = None
         job.hasher = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,14 @@ from bulkflex.core.checksum import Checksum, Hasher
 from bulkflex.core.paths import PART_SUFFIX
 from bulkflex.errors import DestinationError, TransferError
 
-__all__ = ["FolderGuard", "PartFile", "Verification", "disk_error", "fsync_folders"]
+__all__ = [
+    "FolderGuard",
+    "PartFile",
+    "PrefixHasher",
+    "Verification",
+    "disk_error",
+    "fsync_folders",
+]
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 _HASH_BLOCK = 4 * 1024 * 1024
@@ -64,6 +72,44 @@ class FolderGuard:
         if real != self._real_root and not real.startswith(self._real_root + os.sep):
             raise TransferError(f"folder {parent}/ resolves outside the destination (symlink)")
         self._known.add(parent)
+
+
+class PrefixHasher:
+    """Hashes a file in order while its bytes may be written out of order, from any thread.
+
+    Bytes written at the hashed frontier are hashed as they pass (no second read); when other
+    connections filled what lies beyond, :meth:`catch_up` reads that back from the ``.part``
+    file (from the page cache, in large blocks). ``pos`` is the number of bytes hashed.
+    """
+
+    def __init__(self, hasher: Hasher, pos: int = 0) -> None:
+        self.hasher = hasher
+        self.pos = pos
+        self._lock = threading.Lock()
+
+    def feed(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        with self._lock:
+            end = offset + len(data)
+            if offset <= self.pos < end:
+                self.hasher.update(memoryview(data)[self.pos - offset :])
+                self.pos = end
+
+    def catch_up(self, part: Path, upto: int) -> None:
+        """Hash bytes ``[pos, upto)`` from ``part``; they must already be written."""
+        with self._lock:
+            if self.pos >= upto:
+                return
+            with open(part, "rb", buffering=0) as handle:
+                handle.seek(self.pos)
+                while self.pos < upto:
+                    block = handle.read(min(_HASH_BLOCK, upto - self.pos))
+                    if not block:
+                        raise TransferError(f"{part} is shorter than its recorded progress")
+                    self.hasher.update(block)
+                    self.pos += len(block)
+
+    def digest(self) -> bytes:
+        return self.hasher.digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +174,9 @@ class PartFile:
             raise disk_error(exc, self.part) from exc
 
     def write_at(
-        self, offset: int, data: bytes | bytearray | memoryview, hasher: Hasher | None
+        self, offset: int, data: bytes | bytearray | memoryview, hasher: PrefixHasher | None
     ) -> None:
-        """Write ``data`` at ``offset`` and feed it to ``hasher`` (bytes in stream order)."""
+        """Write ``data`` at ``offset`` and feed it to ``hasher``."""
         assert self._fd is not None, "open() first"
         view = memoryview(data)
         try:
@@ -141,7 +187,7 @@ class PartFile:
         except OSError as exc:
             raise disk_error(exc, self.part) from exc
         if hasher is not None:
-            hasher.update(data)
+            hasher.feed(offset, data)
 
     def sync(self) -> None:
         """fdatasync: after this returns, every byte written so far survives a crash."""
@@ -152,24 +198,13 @@ class PartFile:
         except OSError as exc:
             raise disk_error(exc, self.part) from exc
 
-    def hash_prefix(self, hasher: Hasher, length: int) -> None:
-        """Feed the first ``length`` bytes already in ``.part`` to ``hasher`` (resume)."""
-        with open(self.part, "rb", buffering=0) as handle:
-            remaining = length
-            while remaining:
-                block = handle.read(min(_HASH_BLOCK, remaining))
-                if not block:
-                    raise TransferError(f"{self.part} is shorter than its recorded progress")
-                hasher.update(block)
-                remaining -= len(block)
-
     def finish(
         self,
         size: int,
         *,
         expected_size: int | None,
         checksum: Checksum | None,
-        hasher: Hasher | None,
+        hasher: PrefixHasher | None,
     ) -> Verification:
         """Verify the ``size`` bytes written, then fsync, close and rename into place.
 
@@ -182,10 +217,9 @@ class PartFile:
                 False, size, f"size mismatch: expected {expected_size} bytes, got {size}"
             )
         if checksum is not None:
-            if hasher is None:  # bytes did not arrive in order: one read-back
-                hasher = checksum.new_hasher()
-                self.sync()
-                self.hash_prefix(hasher, size)
+            if hasher is None:
+                hasher = PrefixHasher(checksum.new_hasher())
+            hasher.catch_up(self.part, size)  # whatever was not hashed in passing
             digest = hasher.digest()
             if not checksum.matches(digest):
                 self.close()
