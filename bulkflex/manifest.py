@@ -103,7 +103,9 @@ class ManifestEntry:
         if path.endswith(PART_SUFFIX):
             raise ValueError(f"path {path!r} ends in {PART_SUFFIX}, which bulkflex uses itself")
         size = record.get("size")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        if size is not None and (
+            not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 2**63
+        ):
             raise ValueError("'size' must be a non-negative integer or null")
         checksum = record.get("checksum")
         if checksum is not None:
