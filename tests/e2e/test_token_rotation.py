@@ -1,0 +1,218 @@
+"""Tokens end to end through the real CLI: rotation mid-download, redirects, no token, no leaks.
+
+The asset server (tests/e2e/authserver.py) wants a bearer token that it rotates every few
+requests and cuts streams still running under a dead token. ``bulkflex download`` runs as a
+subprocess with ``--token-command`` (a script fetching the current token from the server) or
+``--token-file`` (a file the server rewrites on rotation). Assertions are on exit codes, exact
+error lines, bytes on disk, what the server counted, and a scan of everything bulkflex wrote.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from authserver import AuthServer, sha256_multihash
+from clirun import Result, assert_files, download_args, read_events, run_cli, write_manifest
+
+from bulkflex.auth import HOW_TO_GIVE_A_TOKEN
+
+KiB = 1024
+FLUSH = 64 * KiB
+CONNECTIONS = 4
+
+GET_TOKEN = """\
+import sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=10) as answer:
+    sys.stdout.write(answer.read().decode())
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAAP_TOKEN", raising=False)
+
+
+def token_command(tmp_path: Path, server: AuthServer) -> str:
+    script = tmp_path / "get_token.py"
+    script.write_text(GET_TOKEN)
+    return shlex.join([sys.executable, str(script), f"{server.base_url}/token"])
+
+
+def manifest_for(path: Path, entries: Iterable[tuple[str, str, bytes]]) -> Path:
+    """``entries``: (url, relative path, content)."""
+    return write_manifest(
+        path,
+        [
+            {"url": url, "path": rel, "size": len(data), "checksum": sha256_multihash(data)}
+            for url, rel, data in entries
+        ],
+    )
+
+
+def assert_no_token_anywhere(tokens: Iterable[str], dest: Path, *texts: str | Path) -> None:
+    """No token text in any file under ``dest`` (state database included), nor in ``texts``
+    (strings, or paths of files such as the --log-json file)."""
+    blobs: dict[str, bytes] = {}
+    for item in sorted(dest.rglob("*")):
+        if item.is_file():
+            blobs[item.relative_to(dest).as_posix()] = item.read_bytes()
+    assert any(name.startswith(".bulkflex/") for name in blobs), sorted(blobs)
+    for index, text in enumerate(texts):
+        if isinstance(text, Path):
+            blobs[str(text.name)] = text.read_bytes()
+        else:
+            blobs[f"output #{index}"] = text.encode()
+    for token in tokens:
+        for name, blob in blobs.items():
+            assert token.encode() not in blob, f"a token leaked into {name}"
+
+
+def test_rotating_token_download_refreshes_once_per_rotation(tmp_path: Path) -> None:
+    # A fresh token outlives a wave of retries (rotate_every > CONNECTIONS), so no file sees
+    # the same fresh token refused twice: that would rightly count as "not entitled".
+    with AuthServer(rotate_every=6, cut_on_rotation=True, chunk_delay=0.003) as server:
+        sizes = {f"f{i}.bin": 100 * KiB + i * 1000 for i in range(16)}
+        expected = {f"data/{name}": server.add_file(name, size) for name, size in sizes.items()}
+        manifest = manifest_for(
+            tmp_path / "m.jsonl",
+            [(server.url(name), f"data/{name}", server.files[name]) for name in sizes],
+        )
+        dest = tmp_path / "dest"
+        log = tmp_path / "events.jsonl"
+        result = run_cli(
+            "-vv",
+            *download_args(
+                manifest,
+                dest,
+                "--connections",
+                str(CONNECTIONS),
+                "--per-host",
+                str(CONNECTIONS),
+                "--flush-bytes",
+                "64K",
+                "--token-command",
+                token_command(tmp_path, server),
+                "--log-json",
+                log,
+            ),
+        )
+        assert result.returncode == 0, result.describe()
+        assert_files(dest, expected)
+        assert server.rotations >= 2, f"only {server.rotations} rotations: test too easy"
+        assert server.cuts >= 1, "no stream was cut by a rotation: test too easy"
+        # One fetch at start, then exactly one per rotation, however many transfers saw a 401.
+        assert server.token_fetches == 1 + server.rotations, result.describe()
+        events = read_events(log)
+        paused = [e for e in events if e["event"] == "auth-paused"]
+        assert len(paused) == server.rotations
+        for name, size in sizes.items():
+            assert server.bytes_served[name] <= size + CONNECTIONS * FLUSH, name
+        assert_no_token_anywhere(server.issued, dest, log, result.stdout, result.stderr)
+
+
+def test_token_file_rewritten_by_an_outside_tool_is_reread(tmp_path: Path) -> None:
+    token_file = tmp_path / "token.txt"
+    with AuthServer(rotate_every=4, token_file=token_file, chunk_delay=0.002) as server:
+        sizes = {f"g{i}.bin": 96 * KiB + i for i in range(8)}
+        expected = {name: server.add_file(name, size) for name, size in sizes.items()}
+        manifest = manifest_for(
+            tmp_path / "m.jsonl", [(server.url(n), n, server.files[n]) for n in sizes]
+        )
+        dest = tmp_path / "dest"
+        result = run_cli(
+            "-vv",
+            *download_args(manifest, dest, "--connections", "3", "--token-file", token_file),
+        )
+        assert result.returncode == 0, result.describe()
+        assert_files(dest, expected)
+        assert server.rotations >= 1
+        assert_no_token_anywhere(server.issued, dest, result.stdout, result.stderr)
+
+
+def test_cross_host_redirect_gets_no_authorization_header(tmp_path: Path) -> None:
+    with (
+        AuthServer(host="127.0.0.1") as origin,
+        AuthServer(host="127.0.0.2", require_token=False) as other,
+    ):
+        origin.redirect_base = other.base_url
+        direct = origin.add_file("direct.bin", 50 * KiB)
+        moved = other.add_file("moved.bin", 70 * KiB)
+        manifest = manifest_for(
+            tmp_path / "m.jsonl",
+            [
+                (origin.url("direct.bin"), "direct.bin", direct),
+                (origin.url("moved.bin", route="redirect"), "moved.bin", moved),
+            ],
+        )
+        dest = tmp_path / "dest"
+        result = run_cli(
+            "-vv",
+            *download_args(
+                manifest,
+                dest,
+                "--token-command",
+                token_command(tmp_path, origin),
+                # Even a host the token may go to does not get it through a redirect.
+                "--auth-host",
+                "127.0.0.2",
+            ),
+        )
+        assert result.returncode == 0, result.describe()
+        assert_files(dest, {"direct.bin": direct, "moved.bin": moved})
+        assert other.authorization_seen, "the redirect target was never asked"
+        assert [header for _, header in other.authorization_seen] == [None] * len(
+            other.authorization_seen
+        )
+        first_hop = [h for path, h in origin.authorization_seen if path.startswith("/redirect/")]
+        assert first_hop and all(h == f"Bearer {origin.current}" for h in first_hop)
+        assert_no_token_anywhere(origin.issued, dest, result.stdout, result.stderr)
+
+
+def test_no_token_and_no_terminal_stops_with_exit_3_then_a_token_finishes(
+    tmp_path: Path,
+) -> None:
+    with AuthServer() as server:
+        sizes = {"a.bin": 40 * KiB, "b.bin": 30 * KiB}
+        expected = {name: server.add_file(name, size) for name, size in sizes.items()}
+        manifest = manifest_for(
+            tmp_path / "m.jsonl", [(server.url(n), n, server.files[n]) for n in sizes]
+        )
+        dest = tmp_path / "dest"
+        args = download_args(manifest, dest)
+        # stdin is /dev/null (clirun): no terminal, so no prompt; no flag, no MAAP_TOKEN.
+        result: Result = run_cli(*args)
+        assert "ExceptionGroup" not in result.stderr, (
+            "engine: the AuthError reached the CLI wrapped in an ExceptionGroup (run_download's "
+            "task group), so the CLI printed a traceback instead of one line and exit 3\n"
+            + result.describe()
+        )
+        assert result.returncode == 3, result.describe()
+        assert result.stderr_lines == [
+            f"bulkflex: error: 127.0.0.1 needs a bearer token: {HOW_TO_GIVE_A_TOKEN}"
+        ], result.describe()
+        assert server.token_fetches == 0
+        assert (dest / ".bulkflex").is_dir()  # state kept for the next run
+
+        again = run_cli(*args, "--token-command", token_command(tmp_path, server))
+        assert again.returncode == 0, again.describe()
+        assert_files(dest, expected)
+        assert server.token_fetches == 1
+        assert_no_token_anywhere(server.issued, dest, again.stdout, again.stderr)
+
+
+def test_token_from_the_environment_is_not_leaked_by_debug_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with AuthServer() as server:
+        data = server.add_file("env.bin", 20 * KiB)
+        manifest = manifest_for(tmp_path / "m.jsonl", [(server.url("env.bin"), "env.bin", data)])
+        dest = tmp_path / "dest"
+        monkeypatch.setenv("MAAP_TOKEN", server.current)
+        result = run_cli("-vv", *download_args(manifest, dest))
+        assert result.returncode == 0, result.describe()
+        assert_files(dest, {"env.bin": data})
+        assert_no_token_anywhere(server.issued, dest, result.stdout, result.stderr)
