@@ -58,6 +58,8 @@ def safe_relative_path(candidate: str) -> str:
     parts = [p for p in candidate.split("/") if p not in ("", ".")]
     if not parts:
         raise UnsafePath("path is empty")
+    if _DRIVE.match(parts[0]):  # "./C:/x" normalises to "C:/x"
+        raise UnsafePath("path starts with a drive letter")
     for part in parts:
         if part == "..":
             raise UnsafePath("path escapes the destination with '..'")

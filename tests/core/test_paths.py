@@ -51,6 +51,8 @@ def test_accepts_and_normalises_plain_relative_paths(candidate: str, expected: s
         ("C:\\x", "backslash"),
         ("C:x", "drive letter"),
         ("c:/x", "drive letter"),
+        ("./C:/x", "drive letter"),
+        (".//d:x", "drive letter"),
         ("a\\..\\b", "backslash"),
         ("a\x00b", "NUL byte"),
         ("a\nb", "control character"),
