@@ -113,8 +113,13 @@ def _dist_version(name: str) -> str:
 
 def tool_versions() -> str:
     git = _first_line(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"])
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "bulkflex"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     parts = [
-        f"bulkflex {git[:60]}",
+        f"bulkflex {git[:60]}" + (" + uncommitted changes in bulkflex/" if dirty else ""),
         _first_line(["aria2c", "--version"]) if shutil.which("aria2c") else "aria2c missing",
         " ".join(_first_line(["curl", "--version"]).split()[:2]),
         _first_line(["rclone", "version"]) if shutil.which("rclone") else "rclone missing",
@@ -345,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"file set for {w}: {count} x {size} bytes (generated once, cached)")
         file_sets[w] = ensure_set(sets_root, count, size)
     server_kinds: list[str] = []
+    versions = tool_versions()  # before the runs: the code measured, not the code at the end
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         for profile in args.profiles:
             with Server(sets_root, profile, prefer_nginx=prefer_nginx) as server:
@@ -382,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
     header = [
-        f"date {time.strftime('%Y-%m-%d %H:%M:%S')}; mode {'--quick' if args.quick else 'full'}; "
+        f"started {started}; mode {'--quick' if args.quick else 'full'}; "
         f"{args.repeat} run(s) per tool, median of verified runs",
         f"machine: {os.cpu_count()} CPUs (shared), {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}; client and server on loopback",
@@ -396,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             else "ru_maxrss from wait4 (GNU time missing: an upper bound, floored at the "
             "harness's own RSS)"
         ),
-        "tools: " + tool_versions(),
+        "tools: " + versions,
     ]
     out.mkdir(parents=True, exist_ok=True)
     chart_note = write_chart(out / "chart.png", rows)
