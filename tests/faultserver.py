@@ -82,7 +82,7 @@ class Rule:
         times: how many of the file's requests the rule applies to; None: all of them.
         skip: the rule starts at the file's request number ``skip`` (0-based).
         status: answer this status with a short text body instead of the file (404, 410, 429,
-            500, 503, ...).
+            500, 503, ...); a 416 carries ``Content-Range: bytes */<size>``.
         retry_after: with ``status``, send ``Retry-After`` of this many seconds.
         retry_after_date: send ``retry_after`` as an HTTP-date that far ahead instead of seconds.
         reset_after: send this many body bytes, wait (bounded) until the peer has acknowledged
@@ -575,6 +575,8 @@ class FaultServer:
                     headers["Retry-After"] = email.utils.formatdate(when, usegmt=True)
                 else:
                     headers["Retry-After"] = f"{rule.retry_after:g}"
+            if rule.status == 416:
+                headers["Content-Range"] = f"bytes */{size}"
             headers["Content-Type"] = "text/plain"
             record.status = rule.status
             return web.Response(
@@ -630,26 +632,36 @@ class FaultServer:
             if limit is not None and limit < cut:
                 cut, how = limit, kind
         position = 0
+        if cut == 0 and how == "complete":
+            record.ended = "complete"
         assert self._closing is not None
-        try:
-            while position < cut:
-                if self._closing.is_set():  # shutting down: do not finish a throttled body
-                    record.ended = "server-stopped"
-                    if request.transport is not None:
-                        request.transport.abort()
-                    return response
-                chunk = body[position : min(cut, position + entry.chunk_size)]
+        while position < cut:
+            if self._closing.is_set():  # shutting down: do not finish a throttled body
+                record.ended = "server-stopped"
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            chunk = body[position : min(cut, position + entry.chunk_size)]
+            # Count before writing: once written, the client may see the bytes (and a test may
+            # read the counters) before this coroutine runs again.
+            with self._lock:
+                record.bytes_sent += len(chunk)
+                entry.stats.bytes_sent += len(chunk)
+                self._total_bytes += len(chunk)
+                if how == "complete" and position + len(chunk) >= cut:
+                    record.ended = "complete"
+            try:
                 await response.write(chunk)
-                position += len(chunk)
+            except ConnectionError:
                 with self._lock:
-                    record.bytes_sent += len(chunk)
-                    entry.stats.bytes_sent += len(chunk)
-                    self._total_bytes += len(chunk)
-                if entry.chunk_delay:
-                    await asyncio.sleep(entry.chunk_delay)
-        except ConnectionError:
-            record.ended = "client-gone"
-            return response
+                    record.bytes_sent -= len(chunk)
+                    entry.stats.bytes_sent -= len(chunk)
+                    self._total_bytes -= len(chunk)
+                    record.ended = "client-gone"
+                return response
+            position += len(chunk)
+            if entry.chunk_delay and position < cut:
+                await asyncio.sleep(entry.chunk_delay)
         if how == "complete":
             return response
         record.ended = how

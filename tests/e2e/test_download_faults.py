@@ -277,3 +277,34 @@ def test_stalled_transfer_is_abandoned_and_resumed(server: FaultServer, tmp_path
     assert [r.ended for r in stats.gets] == ["stall", "complete"]
     assert range_start(stats.gets[1].range) > 0
     assert stats.bytes_sent <= 1 * MiB + WINDOW
+
+
+def test_416_on_resume_is_checked_not_taken_as_done(server: FaultServer, tmp_path: Path) -> None:
+    """A 416 to a resume of a partial file says nothing about the bytes on disk being whole."""
+    server.add_file("a.bin", 1 * MiB, Rule(reset_after=400 * KiB, times=2))
+    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin", checksum=False)])
+    dest = tmp_path / "d"
+    first = run_cli(*download_args(manifest, dest, *FLUSH, "--retries", "1"))
+    assert first.returncode == 1, first.describe()
+    before = len(server.stats("a.bin").requests)
+    server.clear_rules("a.bin")
+    server.add_rule("a.bin", Rule(status=416, skip=before, times=1))
+    second = run_cli(*download_args(manifest, dest, *FLUSH))
+    assert second.returncode == 0, second.describe()
+    assert_files(dest, {"a.bin": server.content("a.bin")})
+    gets = server.stats("a.bin").gets
+    assert gets[before].status == 416 and range_start(gets[before].range) > 0
+
+
+def test_slow_but_steady_body_is_not_cut_by_the_read_timeout(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """--read-timeout bounds the silence between reads, not the whole transfer."""
+    server.add_file("a.bin", 192 * KiB, chunk_size=16 * KiB, chunk_delay=0.1)
+    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
+    result = run_cli(*download_args(manifest, tmp_path / "d", "--read-timeout", "0.6"))
+    assert result.returncode == 0, result.describe()
+    assert_files(tmp_path / "d", {"a.bin": server.content("a.bin")})
+    stats = server.stats("a.bin")
+    assert [r.ended for r in stats.gets] == ["complete"], [(r.range, r.ended) for r in stats.gets]
+    assert stats.bytes_sent == 192 * KiB
