@@ -1,0 +1,104 @@
+# One view of a destination written by a single machine (state.sqlite), by a cluster
+# (shard-<i>.sqlite, one per shard), or by both at different times.
+#
+# Rules kept here:
+# - Shards of one plan never share a path (stable hash), so their counts add up.
+# - state.sqlite and the shard files may both list every path (a job moved between one machine
+#   and a cluster); adding them would count files twice. The mode that wrote last wins: the
+#   files of the other mode describe an older attempt of the same job.
+# - Read-only: nothing here changes a state file's content.
+"""Combined status of a destination: :func:`combined_counts` over state.sqlite and the shards."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from bulkflex.core.paths import STATE_DIR
+from bulkflex.distributed._shards import read_plan, shard_state_name
+from bulkflex.state import DEFAULT_STATE_NAME, StateDB, StatusCounts
+
+__all__ = ["combined_counts", "shard_state_files"]
+
+_FAILURES_LIMIT = 1000
+
+
+def shard_state_files(dest: str | os.PathLike[str]) -> list[Path]:
+    """The shard state files of the destination's current plan that exist, in shard order.
+
+    Without a plan (older layout, or the plan was removed) every ``shard-<i>.sqlite`` counts.
+    """
+    folder = Path(dest) / STATE_DIR
+    shards = read_plan(dest)
+    if shards is not None:
+        candidates = [folder / shard_state_name(i) for i in range(shards)]
+        return [p for p in candidates if p.exists()]
+    found = []
+    for path in folder.glob("shard-*.sqlite"):
+        number = path.name[len("shard-") : -len(".sqlite")]
+        if number.isdigit():
+            found.append((int(number), path))
+    return [p for _, p in sorted(found)]
+
+
+def _last_activity(path: Path) -> float:
+    """Unix time of the latest change recorded in a state file (0.0 when unreadable)."""
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return 0.0
+    try:
+        row = db.execute("SELECT MAX(updated) FROM entries").fetchone()
+        return float(row[0]) if row and row[0] is not None else 0.0
+    except sqlite3.Error:
+        return 0.0
+    finally:
+        db.close()
+
+
+def _counts(dest: Path, name: str) -> StatusCounts:
+    state = StateDB(dest, create=False, name=name)
+    try:
+        return state.counts(failures_limit=_FAILURES_LIMIT)
+    finally:
+        state.close()
+
+
+def combined_counts(dest: str | os.PathLike[str]) -> StatusCounts:
+    """Done / pending / failed over every state file of ``dest`` (see the module comment).
+
+    ``run`` is the highest run number of the files counted; ``expected_bytes`` is None when any
+    file has entries of unknown size; at most 1000 failures are listed.
+
+    Raises:
+        StateError: there is no bulkflex state in ``dest`` at all, or a file is unusable.
+    """
+    dest_path = Path(dest)
+    single = dest_path / STATE_DIR / DEFAULT_STATE_NAME
+    shards = shard_state_files(dest_path)
+    if not shards:
+        return _counts(dest_path, DEFAULT_STATE_NAME)  # raises StateError when absent
+    if single.exists():
+        newest_shard = max(_last_activity(p) for p in shards)
+        if _last_activity(single) > newest_shard:
+            return _counts(dest_path, DEFAULT_STATE_NAME)
+    parts = [_counts(dest_path, p.name) for p in shards]
+    expected: int | None = 0
+    for part in parts:
+        expected = (
+            None
+            if expected is None or part.expected_bytes is None
+            else (expected + part.expected_bytes)
+        )
+    failures = tuple(f for part in parts for f in part.failures)[:_FAILURES_LIMIT]
+    return StatusCounts(
+        run=max(part.run for part in parts),
+        done=sum(part.done for part in parts),
+        pending=sum(part.pending for part in parts),
+        failed=sum(part.failed for part in parts),
+        done_bytes=sum(part.done_bytes for part in parts),
+        partial_bytes=sum(part.partial_bytes for part in parts),
+        expected_bytes=expected,
+        failures=failures,
+    )
