@@ -15,6 +15,9 @@ A real aiohttp server on a loopback address (a free port), run on its own event 
   client must resume from its durable offset.
 - ``GET /token``: the current token as text (what a ``--token-command`` script fetches); counted.
 - ``GET /redirect/<name>``: 302 to ``redirect_base + /files/<name>`` (another server).
+- ``jwt_lifetime_s``: tokens are unsigned JWTs with an ``exp`` that far ahead; any issued JWT is
+  accepted until its ``exp`` (a real server's rule), and ``POST /oidc`` (a refresh-token grant
+  for ``refresh_token == OFFLINE_TOKEN``) issues a new one, counted in ``grants``.
 - ``token_file``: if set, the server writes the current token there on every rotation (an
   outside tool rotating the file that ``--token-file`` points at).
 
@@ -25,11 +28,14 @@ guarded by a lock: the test thread reads them while the server thread writes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import os
 import random
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -37,6 +43,16 @@ from pathlib import Path
 from aiohttp import web
 
 CHUNK = 16 * 1024
+OFFLINE_TOKEN = "offline-7f3a9c2e5b1d4e6f8a0b"
+
+
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def new_jwt(exp: float) -> str:
+    payload = {"exp": exp, "jti": uuid.uuid4().hex}
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(payload)}."
 
 
 def content(name: str, size: int) -> bytes:
@@ -64,6 +80,7 @@ class AuthServer:
         cut_on_rotation: bool = False,
         chunk_delay: float = 0.0,
         token_file: Path | None = None,
+        jwt_lifetime_s: float | None = None,
     ) -> None:
         self.host = host
         self.require_token = require_token
@@ -71,6 +88,9 @@ class AuthServer:
         self.cut_on_rotation = cut_on_rotation
         self.chunk_delay = chunk_delay
         self.token_file = token_file
+        self.jwt_lifetime_s = jwt_lifetime_s
+        self.jwt_expiry: dict[str, float] = {}  # issued JWT -> its exp
+        self.grants = 0
         self.redirect_base = ""
         self.files: dict[str, bytes] = {}
         self._lock = threading.Lock()
@@ -124,6 +144,21 @@ class AuthServer:
             token = self.current
         return web.Response(text=token + "\n")
 
+    async def _oidc(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("grant_type") != "refresh_token" or form.get("refresh_token") != OFFLINE_TOKEN:
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        lifetime = self.jwt_lifetime_s or 60.0
+        with self._lock:
+            token = new_jwt(time.time() + lifetime)
+            self.jwt_expiry[token] = time.time() + lifetime
+            self.current = token
+            self.issued.append(token)
+            self.grants += 1
+        return web.json_response(
+            {"access_token": token, "expires_in": int(lifetime), "token_type": "Bearer"}
+        )
+
     async def _redirect(self, request: web.Request) -> web.Response:
         with self._lock:
             self.authorization_seen.append((request.path, request.headers.get("Authorization")))
@@ -136,8 +171,12 @@ class AuthServer:
         with self._lock:
             self.authorization_seen.append((request.path, header))
             accepted_token: str | None = None
+            presented = (header or "").removeprefix("Bearer ")
             if not self.require_token:
                 accepted_token = ""
+            elif self.jwt_lifetime_s is not None:
+                if time.time() < self.jwt_expiry.get(presented, 0.0):
+                    accepted_token = self.current  # JWTs stay valid until exp: never cut
             elif header == f"Bearer {self.current}":
                 if self.rotate_every is not None and self._uses >= self.rotate_every:
                     self._rotate()
@@ -195,6 +234,7 @@ class AuthServer:
         app.router.add_get("/files/{name}", self._file)
         app.router.add_get("/redirect/{name}", self._redirect)
         app.router.add_get("/token", self._token)
+        app.router.add_post("/oidc", self._oidc)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, 0)
