@@ -148,7 +148,9 @@ class Credentials:
         """Return at once unless a token fetch is running; then wait until it ends.
 
         Also renews a JWT proactively when its renewal time has come (see
-        :func:`~bulkflex.auth.renew_at`): the caller then waits for that fetch. A failed
+        :func:`~bulkflex.auth.renew_at`) and a source can give a new token (file, command,
+        OIDC; not an environment variable or the prompt): the caller then waits for that
+        fetch. A failed
         proactive renewal is only logged; the current token is kept until a 401 says
         otherwise, and the next proactive try waits for a growing delay.
         """
@@ -229,6 +231,14 @@ class Credentials:
         )
         if expires_at is None:
             log.info("token %d from %s", self._generation, source.description)
+        elif expires_at <= now:
+            # Say so now: the 401 that follows would otherwise be the first hint.
+            log.warning(
+                "token %d from %s expired %.0f s ago",
+                self._generation,
+                source.description,
+                now - expires_at,
+            )
         else:
             log.info(
                 "token %d from %s, expires in %.0f s",
@@ -293,11 +303,15 @@ class Credentials:
                 or now < self._renew_not_before
             ):
                 return  # another task renewed, or backed off, while this one waited
+            renewers = [s for s in self.sources if s.can_change and not s.interactive]
+            if not renewers:
+                # A pasted or env token cannot be renewed ahead of time: wait for the 401,
+                # which may prompt.
+                self._renew_at = None
+                return
             async with self._gate_closed():
                 reasons: list[str] = []
-                for source in self.sources:
-                    if source.interactive:
-                        continue
+                for source in renewers:
                     try:
                         token = await self._fetch(source, None)
                     except TokenUnavailable as exc:

@@ -366,3 +366,18 @@ async def test_short_lived_jwt_renewal_margin_is_a_tenth_of_its_life() -> None:
     clock.now = 1027.0
     await credentials.wait_ready()
     assert credentials.generation == 2
+
+
+async def test_expired_static_jwt_is_reported_and_not_renewed_ahead(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock(5000.0)
+    environ = {"MAAP_TOKEN": make_jwt(exp=4000.0)}
+    credentials = creds(EnvSource("MAAP_TOKEN", environ), clock=clock)
+    with caplog.at_level(logging.INFO, logger="bulkflex.auth"):
+        await credentials.start()
+        await credentials.wait_ready()
+        await credentials.wait_ready()
+    assert caplog.messages == ["token 1 from --token-env MAAP_TOKEN expired 1000 s ago"]
+    assert credentials.fetches == 1  # the env var cannot renew it: wait for the 401
+    assert credentials.generation == 1
