@@ -121,8 +121,9 @@ def test_rotating_token_download_refreshes_once_per_rotation(tmp_path: Path) -> 
         events = read_events(log)
         paused = [e for e in events if e["event"] == "auth-paused"]
         assert len(paused) == server.rotations
+        # Files this small use one connection each: at most one flush window is fetched twice.
         for name, size in sizes.items():
-            assert server.bytes_served[name] <= size + CONNECTIONS * FLUSH, name
+            assert size <= server.bytes_served[name] <= size + FLUSH, name
         assert_no_token_anywhere(server.issued, dest, log, result.stdout, result.stderr)
 
 
