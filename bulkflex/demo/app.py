@@ -539,6 +539,7 @@ class _Handlers:
             and faults.drop_files > 0
             and not public
             and path not in state.dropped
+            and end - start > faults.drop_after_bytes
         ):
             faults.drop_files -= 1
             state.dropped.add(path)
