@@ -14,6 +14,7 @@ from bulkflex.errors import (
     UsageError,
 )
 from bulkflex.manifest import ManifestEntry, read_manifest, write_manifest
+from bulkflex.stac import plan
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "TransferError",
     "UsageError",
     "__version__",
+    "plan",
     "read_manifest",
     "write_manifest",
 ]

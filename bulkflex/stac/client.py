@@ -30,7 +30,6 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import aiohttp
 import anyio
 
-from bulkflex import __version__
 from bulkflex.core.retry import RetryPolicy, parse_retry_after
 from bulkflex.errors import CatalogError, CatalogUnreachable, redact_url
 
@@ -86,7 +85,7 @@ class CatalogOptions:
         )
     )
     page_size: int = 200
-    user_agent: str = f"bulkflex/{__version__}"
+    user_agent: str = "bulkflex"
 
 
 class CatalogNotFound(CatalogError):
