@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bulkflex.cli._args import human_bytes
-from bulkflex.state import StateDB
+from bulkflex.distributed import combined_counts
 
 
 def add_parser(sub: Any) -> None:
@@ -24,11 +24,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    state = StateDB(args.dest, create=False)
-    try:
-        counts = state.counts()
-    finally:
-        state.close()
+    # state.sqlite of a one-machine run and shard-<i>.sqlite of a cluster run, added up
+    counts = combined_counts(args.dest)
     if args.json:
         print(
             json.dumps(

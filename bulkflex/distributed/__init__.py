@@ -5,19 +5,14 @@ shard is one Dask task running the ordinary engine on a worker, with its own sta
 ``DEST/.bulkflex/shard-<i>.sqlite``. See :func:`download_on_cluster` for the guarantees and
 :func:`combined_counts` for the one status of a destination.
 
-Needs the ``dask`` extra (``distributed``); importing this package without it raises
-ImportError, so the rest of bulkflex never imports it eagerly.
+The cluster functions need the ``dask`` extra (``distributed``) and import it on first use;
+the sharding and status helpers do not, so ``bulkflex status`` works without Dask installed.
 """
 
 from __future__ import annotations
 
-from bulkflex.distributed._client import (
-    ClusterError,
-    ClusterUnreachable,
-    connect,
-    download_on_cluster,
-    split_evenly,
-)
+from typing import TYPE_CHECKING, Any
+
 from bulkflex.distributed._shards import (
     ShardInfo,
     ShardPlan,
@@ -29,6 +24,32 @@ from bulkflex.distributed._shards import (
     split_manifest,
 )
 from bulkflex.distributed._status import combined_counts, shard_state_files
+
+if TYPE_CHECKING:
+    from bulkflex.distributed._client import (
+        ClusterError,
+        ClusterUnreachable,
+        connect,
+        download_on_cluster,
+        split_evenly,
+    )
+
+_NEEDS_DASK = {
+    "ClusterError",
+    "ClusterUnreachable",
+    "connect",
+    "download_on_cluster",
+    "split_evenly",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NEEDS_DASK:
+        from bulkflex.distributed import _client
+
+        return getattr(_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ClusterError",

@@ -6,6 +6,8 @@
 # - state.sqlite and the shard files may both list every path (a job moved between one machine
 #   and a cluster); adding them would count files twice. The mode that wrote last wins: the
 #   files of the other mode describe an older attempt of the same job.
+# - Shards of the plan that never started (a job stopped early) have no state file yet: their
+#   entries count as pending, read from their shard manifest.
 # - Read-only: nothing here changes a state file's content.
 """Combined status of a destination: :func:`combined_counts` over state.sqlite and the shards."""
 
@@ -16,7 +18,8 @@ import sqlite3
 from pathlib import Path
 
 from bulkflex.core.paths import STATE_DIR
-from bulkflex.distributed._shards import read_plan, shard_state_name
+from bulkflex.distributed._shards import read_plan, shard_manifest_path, shard_state_name
+from bulkflex.manifest import read_manifest
 from bulkflex.state import DEFAULT_STATE_NAME, StateDB, StatusCounts
 
 __all__ = ["combined_counts", "shard_state_files"]
@@ -57,6 +60,23 @@ def _last_activity(path: Path) -> float:
         db.close()
 
 
+def _not_started(dest: Path, started: set[str]) -> list[StatusCounts]:
+    """Counts for shards of the plan that never ran (no state file): all pending."""
+    shards = read_plan(dest)
+    parts = []
+    for index in range(shards or 0):
+        manifest = shard_manifest_path(dest, index)
+        if shard_state_name(index) in started or not manifest.exists():
+            continue
+        entries = 0
+        expected: int | None = 0
+        for _, entry in read_manifest(manifest):
+            entries += 1
+            expected = None if expected is None or entry.size is None else expected + entry.size
+        parts.append(StatusCounts(0, 0, entries, 0, 0, 0, expected, ()))
+    return parts
+
+
 def _counts(dest: Path, name: str) -> StatusCounts:
     state = StateDB(dest, create=False, name=name)
     try:
@@ -84,6 +104,7 @@ def combined_counts(dest: str | os.PathLike[str]) -> StatusCounts:
         if _last_activity(single) > newest_shard:
             return _counts(dest_path, DEFAULT_STATE_NAME)
     parts = [_counts(dest_path, p.name) for p in shards]
+    parts += _not_started(dest_path, {p.name for p in shards})
     expected: int | None = 0
     for part in parts:
         expected = (
