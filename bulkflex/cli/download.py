@@ -180,10 +180,20 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("manifest", type=Path, help="JSON Lines manifest (from `bulkflex plan`)")
     parser.add_argument("-d", "--dest", type=Path, required=True, help="destination folder")
     add_download_arguments(parser)
+    parser.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run on a Dask cluster: a scheduler address (tcp://HOST:8786) or local:N "
+        "(N worker processes here); DEST must be the same path on every worker",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dask:
+        from bulkflex.cli import _dask  # the dask extra is only needed here
+
+        return _dask.run(args)
     return execute(
         args.manifest,
         args.dest,

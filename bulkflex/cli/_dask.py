@@ -1,0 +1,69 @@
+"""``bulkflex download MANIFEST -d DEST --dask ADDRESS``: the same download over a Dask cluster.
+
+ADDRESS is a scheduler (``tcp://host:8786``) or ``local:N`` (N worker processes on this
+machine). The output is the one-machine output: one progress bar, the summary, the exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from bulkflex.auth import token_options_from_args
+from bulkflex.cli.download import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    _Reporter,
+    credentials_for,
+    options_from_args,
+    print_summary,
+)
+
+#: Seconds to wait for a scheduler that does not answer: it either answers at once or is wrong.
+CONNECT_TIMEOUT_S = 5.0
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the job like Ctrl-C does (progress saved, exit 130)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``--dask`` branch of ``bulkflex download``; returns the exit status."""
+    from bulkflex.distributed import connect, download_on_cluster  # needs the dask extra
+
+    options = options_from_args(args)
+    credentials = credentials_for(token_options_from_args(args), args.manifest)
+    log_file = open(args.log_json, "a", encoding="utf-8") if args.log_json else None  # noqa: SIM115
+    reporter = _Reporter(not args.no_progress, log_file)
+    try:
+        with _sigterm_as_interrupt(), connect(args.dask, timeout_s=CONNECT_TIMEOUT_S) as client:
+            summary = download_on_cluster(
+                args.manifest,
+                args.dest,
+                client,
+                options,
+                credentials=credentials,
+                on_event=reporter,
+            )
+    finally:
+        reporter.close()
+        if log_file is not None:
+            log_file.close()
+    print_summary(summary, args.dest)
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary.ok else EXIT_FAILED
