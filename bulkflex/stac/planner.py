@@ -420,6 +420,7 @@ async def collections_async(
     *,
     options: CatalogOptions | None = None,
     max_collections: int | None = None,
+    page_size: int = 100,
 ) -> tuple[list[dict[str, Any]], int | None, list[str]]:
     """Collection search: ``(collections, numberMatched, notes)``. See
     :func:`bulkflex.stac.search.search_collections`."""
@@ -428,7 +429,7 @@ async def collections_async(
         client = CatalogClient(http, settings)
         landing = await open_catalog(client, normalise_catalog_url(catalog))
         return await search_collections(
-            client, landing, query, page_size=100, max_collections=max_collections
+            client, landing, query, page_size=page_size, max_collections=max_collections
         )
 
 
@@ -440,6 +441,7 @@ def collections(
     bbox: str | Sequence[float] | None = None,
     datetime: str | Sequence[Any] | None = None,
     max_collections: int | None = None,
+    page_size: int = 100,
     options: CatalogOptions | None = None,
 ) -> list[dict[str, Any]]:
     """Collections of ``catalog`` matching free text ``q``, a CQL2-text ``filter`` (``title``,
@@ -448,7 +450,7 @@ def collections(
 
     async def run() -> list[dict[str, Any]]:
         found, _, _ = await collections_async(
-            catalog, query, options=options, max_collections=max_collections
+            catalog, query, options=options, max_collections=max_collections, page_size=page_size
         )
         return found
 
