@@ -306,7 +306,7 @@ async def test_429_and_503_are_retried_then_succeed(scripted: Any) -> None:
             return web.Response(status=status, headers={"Retry-After": "0"})
         return web.json_response({"type": "FeatureCollection", "features": [feature("a")]})
 
-    entries, stats = await run_plan(await scripted(search))
+    entries, _ = await run_plan(await scripted(search))
     assert [e.item for e in entries] == ["a"]
     assert answers == []
 
