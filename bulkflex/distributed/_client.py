@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import signal
 import threading
 import time
 import uuid
@@ -95,6 +96,21 @@ def split_evenly(total: int, parts: int) -> list[int]:
 
 
 @contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Worker processes started in here ignore SIGINT (an ignored signal stays ignored across
+    exec), so a Ctrl-C in the terminal reaches the client only, which stops the shards cleanly
+    instead of the whole process group dying mid-write. Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def connect(address: str, *, timeout_s: float = 5.0) -> Iterator[distributed.Client]:
     """A Dask client for ``address``: ``tcp://host:8786`` (any scheduler address Dask takes) or
     ``local:N`` (a LocalCluster of N worker processes, one thread each, closed on exit).
@@ -107,13 +123,14 @@ def connect(address: str, *, timeout_s: float = 5.0) -> Iterator[distributed.Cli
         text = address[len(_LOCAL) :]
         if not text.isdigit() or int(text) < 1:
             raise UsageError(f"--dask {address}: expected local:N with N a number of workers")
-        cluster = distributed.LocalCluster(
-            n_workers=int(text),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        with _sigint_ignored():
+            cluster = distributed.LocalCluster(
+                n_workers=int(text),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
         try:
             with distributed.Client(cluster) as client:
                 yield client
