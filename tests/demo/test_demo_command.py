@@ -40,3 +40,29 @@ def test_demo_downloads_verifies_and_reruns_nothing(tmp_path: Path) -> None:
             checked += 1
     assert checked == 16
     assert f"checked again on disk: {checked} by sha2-256 checksum" in out
+
+
+def test_get_plans_and_downloads_in_one_go(tmp_path: Path) -> None:
+    from bulkflex.demo import DemoConfig, DemoServer
+
+    with DemoServer(DemoConfig(data_size=(10_000, 50_000))) as server:
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env["DEMO_TOKEN"] = server.issue_token()
+        dest = tmp_path / "out"
+        args = [
+            sys.executable, "-m", "bulkflex", "get", server.catalog_url,
+            "-c", "BiomassLevel1b", "--datetime", "2025-06-01T00:00:00Z/2025-06-01T02:00:00Z",
+            "--asset", "enclosure_*", "-d", str(dest), "--token-env", "DEMO_TOKEN",
+            "--no-progress",
+        ]  # fmt: skip
+        first = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert first.stdout.startswith("bulkflex: planned 5 items (catalog matched 5), 15 assets")
+        entries = [e for _, e in read_manifest(dest / ".bulkflex" / "manifest.jsonl")]
+        assert len(entries) == 15
+        for entry in entries:
+            assert (dest / entry.path).stat().st_size == entry.size
+        served = server.stats.bytes_served
+        again = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+        assert again.returncode == 0, again.stderr
+        assert server.stats.bytes_served == served
