@@ -175,6 +175,10 @@ class StateDB:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
+            # a small WAL (checkpoint every ~1 MiB) that is reused, not truncated: once it has
+            # grown, commits overwrite its pages and need no new disk space, so progress can
+            # still be recorded when the data has filled the disk
+            self._db.execute("PRAGMA wal_autocheckpoint=256")
             self._db.executescript(_SCHEMA)
             version = self._meta("schema_version")
             if version is None:
@@ -186,7 +190,6 @@ class StateDB:
                 )
         except sqlite3.DatabaseError as exc:
             raise StateError(f"{self.path} is not a usable state database: {exc}") from exc
-        self._in_tx = False
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -202,9 +205,10 @@ class StateDB:
         )
 
     def _begin(self) -> None:
-        if not self._in_tx:
+        # in_transaction, not a flag of ours: SQLite rolls back by itself on some errors
+        # (SQLITE_FULL), and a COMMIT then would fail with "no transaction is active"
+        if not self._db.in_transaction:
             self._db.execute("BEGIN")
-            self._in_tx = True
 
     def _write(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         self._begin()
@@ -215,17 +219,15 @@ class StateDB:
 
     def commit(self) -> None:
         """Make every buffered change durable (against a process crash)."""
-        if self._in_tx:
+        if self._db.in_transaction:
             try:
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 raise _map_sqlite_error(exc, self.path) from exc
-            self._in_tx = False
 
     def rollback(self) -> None:
-        if self._in_tx:
+        if self._db.in_transaction:
             self._db.execute("ROLLBACK")
-            self._in_tx = False
 
     def close(self) -> None:
         try:

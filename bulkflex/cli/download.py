@@ -117,9 +117,9 @@ def options_from_args(args: argparse.Namespace) -> DownloadOptions:
     token_options = token_options_from_args(args)
     return replace(
         defaults,
-        # the global cap is at least the per-host cap, or the per-host cap would be a lie
-        connections=max(args.connections, args.per_host),
-        per_host=args.per_host,
+        connections=args.connections,
+        # one host can never get more than the global cap
+        per_host=min(args.per_host, args.connections),
         connections_per_file=args.connections_per_file,
         split_min=args.split_min,
         retry=replace(defaults.retry or RetryPolicy(), max_attempts=args.retries + 1),

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import anyio
 
-from bulkflex.transfer.engine import Credentials, DownloadOptions, Summary, download_async
+from bulkflex.transfer.engine import (
+    Credentials,
+    DownloadOptions,
+    Summary,
+    download_async,
+    first_error,
+)
 from bulkflex.transfer.events import EventCallback
 
 __all__ = ["Credentials", "DownloadOptions", "Summary", "download_async", "run_download"]
@@ -52,5 +58,8 @@ def run_download(
             tg.cancel_scope.cancel()
 
     backend_options = {"use_uvloop": True} if use_uvloop else {}
-    anyio.run(main, backend="asyncio", backend_options=backend_options)
+    try:
+        anyio.run(main, backend="asyncio", backend_options=backend_options)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
     return result[0]

@@ -63,7 +63,7 @@ from bulkflex.transfer.files import (
 )
 from bulkflex.transfer.hosts import HostPacer
 
-__all__ = ["Credentials", "DownloadOptions", "Summary", "download_async"]
+__all__ = ["Credentials", "DownloadOptions", "Summary", "download_async", "first_error"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -242,6 +242,8 @@ class _Run:
         self.pacer = HostPacer(per_host=options.per_host, global_limit=options.connections)
         self.rng = random.Random()
         self.refresh_lock = anyio.Lock()
+        #: bytes gathered per write: never more than the flush window, or a kill loses more
+        self._batch = max(1, min(options.write_batch_bytes, options.flush_bytes))
         self.executor = ThreadPoolExecutor(options.disk_threads, thread_name_prefix="bulkflex-disk")
         self.retries_left = options.run_retry_budget
         #: entries verified and renamed, waiting for their folder fsync and COMMIT
@@ -319,7 +321,7 @@ class _Run:
             if row.status == "done":
                 if size is None or size != (row.total if row.total is not None else row.size):
                     gone.add(row.id)
-            elif size is not None and row.checksum and part.part_size() is None:
+            elif size is not None and part.part_size() is None:
                 present.add(row.id)
         return gone, present
 
@@ -331,7 +333,9 @@ class _Run:
     async def commit_loop(self) -> None:
         while True:
             await anyio.sleep(self.options.commit_interval_s)
-            await self.commit()
+            # shielded: a commit cancelled half-way would drop done-marks it had taken
+            with anyio.CancelScope(shield=True):
+                await self.commit()
 
     async def commit(self) -> None:
         """Group commit: fsync the folders of renamed files, then mark them done, then COMMIT."""
@@ -353,9 +357,9 @@ class _Run:
         self.emit(ev.FileStarted(row.path, row.size))
         attempt = 0
         try:
-            await self._prepare(job)
-            if final_present and job.offset == 0 and await self._adopt_final(job):
+            if final_present and await self._adopt_final(job):
                 return
+            await self._prepare(job)
             while True:
                 try:
                     await self._attempt(job)
@@ -421,16 +425,31 @@ class _Run:
         self.emit(ev.Resumed(row.path, durable))
 
     async def _adopt_final(self, job: _Job) -> bool:
-        """A verified file already under the final name (e.g. renamed just before a crash)."""
-        if job.checksum is None or job.row.status == "done":
-            return False
-        checksum = job.checksum
-        ok = await self.to_thread(job.part.verify_final, checksum, job.row.size)
+        """Take a file already under the final name (and no ``.part``) as done, if it is ours.
+
+        That happens when a run renamed a verified file and stopped before its group commit.
+        With a checksum the file must verify. Without one, it is adopted only when the state
+        had recorded every byte as durable and the file has exactly the expected size: the
+        rename is the only step between those two states. Anything else is fetched again and
+        replaces the file.
+        """
+        row = job.row
+        expected = row.size if row.size is not None else row.total
+        if job.checksum is not None:
+            ok = await self.to_thread(job.part.verify_final, job.checksum, row.size)
+        else:
+            ok = (
+                expected is not None
+                and row.durable.covers(expected)
+                and await self.to_thread(job.part.final_size) == expected
+            )
         if ok:
-            size = job.part.final_size() or 0
-            self.finished.append((job.row.id, size, job.part.final.parent))
+            size = await self.to_thread(job.part.final_size) or 0
+            self.finished.append((row.id, size, job.part.final.parent))
             self.files_skipped += 1
-            self.emit(ev.Verified(job.row.path, size, checksum.algorithm))
+            algorithm = job.checksum.algorithm if job.checksum else None
+            self.emit(ev.Verified(row.path, size, algorithm))
+            log.info("%s: already in place from an earlier run; not fetched again", row.path)
         return ok
 
     async def _attempt(self, job: _Job) -> None:
@@ -678,7 +697,7 @@ class _Run:
         self, split: _Split, claim: Claim, response: aiohttp.ClientResponse
     ) -> None:
         """Write the body at ``claim.pos`` until the claim's (possibly shrunk) end."""
-        batch = self.options.write_batch_bytes
+        batch = self._batch
         started = time.monotonic()
         detector = StallDetector(self.options.stall, started)
         received = 0
@@ -699,8 +718,15 @@ class _Run:
                 if detector.stalled(now, received):
                     raise _Retry("stalled")
         except _NETWORK_ERRORS as exc:
+            buffer += _salvage(response)
+            room = claim.end - claim.pos
+            if len(buffer) > room:
+                del buffer[max(room, 0) :]
             if buffer:
                 await self._write_claim(split, claim, buffer)
+            if split.flusher is not None and not split.flushing:  # keep what arrived: sync now
+                split.flushing = True
+                split.flusher.start_soon(self._split_flush, split)
             raise _Retry(_describe_network_error(exc)) from None
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(30):
@@ -750,13 +776,14 @@ class _Run:
                 etag=validator.etag,
                 last_modified=validator.last_modified,
             )
+            self.state.commit()
         finally:
             split.flushing = False
 
     async def _stream(
         self, job: _Job, response: aiohttp.ClientResponse, decision: Decision
     ) -> None:
-        batch = self.options.write_batch_bytes
+        batch = self._batch
         end = job.offset + decision.length if decision.length is not None else None
         if end is None and job.total is not None:
             end = job.total
@@ -781,6 +808,9 @@ class _Run:
                         f"for {self.options.stall.window_s:.0f}s"
                     )
         except _NETWORK_ERRORS as exc:
+            buffer += _salvage(response)
+            if end is not None and job.offset + len(buffer) > end:
+                del buffer[end - job.offset :]
             await self._save(job, buffer)
             raise _Retry(f"{_describe_network_error(exc)} after {received} bytes") from None
         except BaseException:
@@ -828,6 +858,9 @@ class _Run:
             etag=validator.etag,
             last_modified=validator.last_modified,
         )
+        # commit now: a WAL commit costs microseconds next to the fdatasync before it, and a
+        # kill must not lose more than the flush window
+        self.state.commit()
 
     async def _save(self, job: _Job, buffer: bytearray) -> None:
         """Keep bytes that did arrive: write and flush them (before a retry or on the way out)."""
@@ -907,7 +940,8 @@ class _Run:
                 f"{host} asks for a token ({reason}) but is not an auth host; "
                 f"add --auth-host {host} to send it there"
             )
-        job.auth_failures += 1
+        if creds.generation == generation:  # a 401 to an older token says nothing new
+            job.auth_failures += 1
         if job.auth_failures > 2:
             raise NotEntitled(
                 f"{host} refuses the renewed token for this file ({reason}): not entitled?"
@@ -916,7 +950,7 @@ class _Run:
             if creds.generation != generation:
                 return  # another transfer already renewed it
             self.emit(ev.AuthPaused(host))
-            log.warning("%s: token refused (%s); renewing it", host, reason)
+            log.info("%s: token refused (%s); renewing it", host, reason)
             await creds.refresh(generation, host=host)
             self.emit(ev.AuthResumed(host))
 
@@ -950,6 +984,24 @@ class _Run:
         raise RemoteLied(f"more than {_MAX_REDIRECTS} redirects from {redact_url(url)}")
 
 
+def _salvage(response: aiohttp.ClientResponse) -> bytes:
+    """Bytes that arrived before a connection broke and still sit in aiohttp's buffer.
+
+    aiohttp's ``readany`` raises a stored connection error before it hands out what is already
+    buffered (up to ``read_bufsize`` x 2), so those good bytes would be fetched again on the
+    retry. They are correct bytes of the resource (TCP delivered them in order), so keep them.
+    Uses a private method; if aiohttp renames it, we only lose the optimisation.
+    """
+    read_nowait = getattr(response.content, "_read_nowait", None)
+    if read_nowait is None:
+        return b""
+    try:
+        data = read_nowait(-1)
+    except Exception:  # an aiohttp version where this differs: lose the optimisation only
+        return b""
+    return data if isinstance(data, bytes) else b""
+
+
 def _describe_network_error(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
         return "timed out waiting for the server"
@@ -962,16 +1014,17 @@ def _describe_network_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _first_fatal(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The exception to re-raise from a task group: a BulkflexError if there is one."""
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception to re-raise from a task group: the first BulkflexError if there is one
+    (a full disk, no token), else a KeyboardInterrupt, else the group itself."""
+    interrupt: BaseException | None = None
     for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first_fatal(exc)
-            if isinstance(found, BulkflexError):
-                return found
-        elif isinstance(exc, BulkflexError):
-            return exc
-    return group
+        found = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(found, BulkflexError):
+            return found
+        if isinstance(found, KeyboardInterrupt) and interrupt is None:
+            interrupt = found
+    return interrupt or group
 
 
 async def download_async(
@@ -1043,10 +1096,12 @@ async def download_async(
             await _pool(run, stop)
         finally:
             with anyio.CancelScope(shield=True):
-                await run.commit()
-                if own_session:
-                    await session.close()
-                run.executor.shutdown(wait=True)
+                try:
+                    await run.commit()
+                finally:
+                    if own_session:
+                        await session.close()
+                    run.executor.shutdown(wait=True)
         remaining = state.counts(failures_limit=0)
         summary = Summary(
             files_total=total,
@@ -1095,4 +1150,4 @@ async def _pool(run: _Run, stop: anyio.Event | None) -> None:
                         tg.start_soon(run.work, receive.clone())
             outer.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _first_fatal(group) from None
+        raise first_error(group) from None
