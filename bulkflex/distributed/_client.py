@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio.from_thread
+import dask.config
 import distributed
 
 import bulkflex.errors
@@ -123,7 +124,9 @@ def connect(address: str, *, timeout_s: float = 5.0) -> Iterator[distributed.Cli
         text = address[len(_LOCAL) :]
         if not text.isdigit() or int(text) < 1:
             raise UsageError(f"--dask {address}: expected local:N with N a number of workers")
-        with _sigint_ignored():
+        # the workers' statistical profiler samples every thread 100 times a second: a few
+        # percent of a core that the downloads want more than a flame graph
+        with _sigint_ignored(), dask.config.set({"distributed.worker.profile.enabled": False}):
             cluster = distributed.LocalCluster(
                 n_workers=int(text),
                 threads_per_worker=1,

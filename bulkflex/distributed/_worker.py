@@ -138,14 +138,10 @@ class _Forwarder:
         self.attempt = uuid.uuid4().hex
         self.bytes = 0
         self.records: list[list[Any]] = []
-        #: drop start and per-file success events (a second pass over the same shard)
-        self.quiet = False
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.Progress):
             self.bytes += event.nbytes
-        elif self.quiet and isinstance(event, ev.Started | ev.FileStarted | ev.Verified):
-            return  # a settling pass: these files were counted by the first pass
         elif not isinstance(event, ev.Finished):
             self.records.append([type(event).__name__, dataclasses.asdict(event)])
 
@@ -219,40 +215,10 @@ async def _main(
                 stop=stop,
                 state_name=shard_state_name(task.index),
             )
-            if summary.files_pending and not summary.interrupted:
-                # Entries verified in the last instant of a run can miss their "done" mark
-                # (engine commit cancelled during its folder fsync): one more pass adopts the
-                # files already in place (by checksum, no download) and settles the state.
-                forwarder.quiet = True
-                again = await download_async(
-                    task.manifest,
-                    task.dest,
-                    task.options,
-                    on_event=forwarder,
-                    credentials=credentials,
-                    stop=stop,
-                    state_name=shard_state_name(task.index),
-                )
-                summary = _merge(summary, again)
         finally:
             forwarder.flush()
             tg.cancel_scope.cancel()
     return summary
-
-
-def _merge(first: Summary, second: Summary) -> Summary:
-    """Two passes of one shard as one: the second pass only settles what the first left."""
-    return Summary(
-        files_total=first.files_total,
-        files_done=first.files_done + second.files_done,
-        files_skipped=first.files_skipped,
-        files_failed=first.files_failed + second.files_failed,
-        files_pending=second.files_pending,
-        bytes_downloaded=first.bytes_downloaded + second.bytes_downloaded,
-        seconds=first.seconds + second.seconds,
-        failures=first.failures + second.failures,
-        interrupted=second.interrupted,
-    )
 
 
 async def _watch(
