@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_bytes_equal, make_manifest
+from dask_helpers import assert_bytes_equal, make_manifest
 
 pytest.importorskip("distributed")
 

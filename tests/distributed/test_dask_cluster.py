@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import WORKERS, assert_bytes_equal, file_size, make_manifest
+from dask_helpers import WORKERS, assert_bytes_equal, file_size, make_manifest
 
 from bulkflex.cli._main import main as cli_main
 from bulkflex.distributed import (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from conftest import assert_bytes_equal
+from dask_helpers import assert_bytes_equal
 
 from bulkflex.auth import Credentials, FileSource, HostScope
 from bulkflex.distributed import download_on_cluster
