@@ -143,6 +143,10 @@ def run_measured(
             t.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C in the harness: the tool has its own session, stop it
+            _kill_group(proc.pid)
+            proc.wait()
+            raise
         finally:
             done.set()
             for t in timers:

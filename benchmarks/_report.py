@@ -95,6 +95,7 @@ class KillResult:
     connections: int  # requests cut short by the SIGKILL (in flight at that moment)
     flush_window: str
     full_wall: float
+    served_full: int  # bytes served to the uninterrupted run (its own overhead when > total)
     kill_after: float
     killed_exit: int
     served_killed: int
@@ -171,12 +172,13 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
     if kills:
         out += ["## kill in the middle, then rerun (bulkflex)", ""]
         out.append(
-            "| profile | files | uninterrupted s | SIGKILL at s | served before kill MiB "
+            "| profile | files | uninterrupted s | uninterrupted served MiB | SIGKILL at s "
+            "| served before kill MiB "
             "| served by rerun MiB | re-fetched MiB | requests cut by the kill "
             "| re-fetched per cut request MiB "
             "| flush window | rerun | rerun of finished job |"
         )
-        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
         for k in kills:
             rerun = (
                 "verified"
@@ -189,7 +191,8 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
             )
             out.append(
                 f"| {k.profile} | {k.files} × {_size(k.total_bytes // max(k.files, 1))} "
-                f"| {k.full_wall:.2f} | {k.kill_after:.2f} | {k.served_killed / MiB:.1f} "
+                f"| {k.full_wall:.2f} | {k.served_full / MiB:.1f} | {k.kill_after:.2f} "
+                f"| {k.served_killed / MiB:.1f} "
                 f"| {k.served_rerun / MiB:.1f} | {k.refetched / MiB:.1f} | {k.connections} "
                 f"| {k.refetched / MiB / max(k.connections, 1):.2f} | {k.flush_window} "
                 f"| {rerun} | {finished} |"
@@ -200,7 +203,8 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
         out.append(
             "Re-fetched = bytes the server sent in the killed run + in the rerun − the total. "
             "It includes data that was in socket buffers when the process died (sent by the "
-            "server, never read by bulkflex), up to a few MiB per connection on loopback."
+            "server, never read by bulkflex), up to a few MiB per connection on loopback, and "
+            "any overhead the engine has without a kill (uninterrupted served − total)."
         )
         out.append("")
     failures = [

@@ -258,6 +258,7 @@ def run_kill(
         connections=len(cut),
         flush_window=_flush_window(),
         full_wall=full.wall,
+        served_full=full.served_bytes,
         kill_after=killed.killed_at if killed.killed_at is not None else killed.wall,
         killed_exit=killed.exit_code,
         served_killed=killed.served_bytes,
@@ -272,6 +273,41 @@ def run_kill(
 
 
 # -- main ---------------------------------------------------------------------------------------
+
+
+def run_workload(
+    w: str,
+    files: FileSet,
+    server: Server,
+    peers: list[Peer],
+    args: argparse.Namespace,
+    rows: list[Row],
+    kills: list[KillResult],
+    notes: list[str],
+) -> None:
+    """Every tool on one file set with one server profile, ``args.repeat`` times (appends)."""
+    scratch = args.cache / "scratch"
+    if w == "kill":
+        bulkflex = next((p for p in peers if p.key == "bulkflex"), None)
+        if bulkflex is None:
+            notes.append("kill workload skipped: bulkflex not available")
+            return
+        kills.append(run_kill(bulkflex, files, server, scratch, args.timeout, args.kill_at))
+        return
+    group = {
+        p.key: Row(w, server.profile, p.key, p.label, len(files.files), files.total_bytes)
+        for p in peers
+    }
+    rows.extend(group.values())
+    for rep in range(args.repeat):
+        shift = rep % max(len(peers), 1)
+        for peer in peers[shift:] + peers[:shift]:
+            run, _ = run_tool(peer, files, server, scratch, args.timeout)
+            group[peer.key].runs.append(run)
+            log(
+                f"[{w}/{server.profile} {rep + 1}/{args.repeat}] {peer.label:32s} "
+                f"{_describe(run, files.total_bytes)}"
+            )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -352,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     server_kinds: list[str] = []
     versions = tool_versions()  # before the runs: the code measured, not the code at the end
     started = time.strftime("%Y-%m-%d %H:%M:%S")
+    interrupted = False
     try:
         for profile in args.profiles:
             with Server(sets_root, profile, prefer_nginx=prefer_nginx) as server:
@@ -361,30 +398,14 @@ def main(argv: list[str] | None = None) -> int:
                         notes.append(n)
                 log(f"== profile {profile}: {server.kind} on {server.base_url}")
                 for w in args.workloads:
-                    files = file_sets[w]
-                    if w == "kill":
-                        bulkflex = next((p for p in peers if p.key == "bulkflex"), None)
-                        if bulkflex is None:
-                            notes.append("kill workload skipped: bulkflex not available")
-                            continue
-                        kills.append(
-                            run_kill(bulkflex, files, server, scratch, args.timeout, args.kill_at)
-                        )
-                        continue
-                    group = {
-                        p.key: Row(w, profile, p.key, p.label, len(files.files), files.total_bytes)
-                        for p in peers
-                    }
-                    rows.extend(group.values())
-                    for rep in range(args.repeat):
-                        shift = rep % max(len(peers), 1)
-                        for peer in peers[shift:] + peers[:shift]:
-                            run, _ = run_tool(peer, files, server, scratch, args.timeout)
-                            group[peer.key].runs.append(run)
-                            log(
-                                f"[{w}/{profile} {rep + 1}/{args.repeat}] {peer.label:32s} "
-                                f"{_describe(run, files.total_bytes)}"
-                            )
+                    try:
+                        run_workload(w, file_sets[w], server, peers, args, rows, kills, notes)
+                    except Exception as exc:  # keep the other workloads and the report
+                        log(f"!! {w}/{profile} crashed: {exc!r}")
+                        notes.append(f"{w}/{profile}: harness error {exc!r}; results incomplete")
+    except KeyboardInterrupt:
+        interrupted = True
+        notes.append("interrupted (Ctrl-C): results incomplete")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -419,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         shown = out
     log(f"report written to {shown}/report.md")
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":
