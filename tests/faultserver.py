@@ -13,8 +13,11 @@ rule added wins. Query parameters (``?status=503&retry_after=1``, see :func:`rul
 a rule for that one request.
 
 The server counts, per file: requests (with their headers, status and bytes sent), bytes sent,
-and the most requests in flight at once. All counters are guarded by a lock so a test thread can
-read them while the server thread writes them.
+and the most requests in flight at once. It also counts the most requests in flight *whose client
+is still connected* (``max_connected``): a client that drops a response (a segmented download
+stopping a range early) is no longer counted once the server has seen the connection close, even
+though the handler has not yet tried its next write. All counters are guarded by a lock so a test
+thread can read them while the server thread writes them.
 
 Two ways to run it:
 
@@ -98,6 +101,10 @@ class Rule:
         corrupt_at: flip every bit of the file byte at this offset if the response covers it.
         gzip: answer 200 ``Content-Encoding: gzip`` with the whole file compressed, whatever
             ``Accept-Encoding`` said and ignoring Range.
+        chunk_delay: pause this long after each body chunk of this response, instead of the
+            file's own delay (throttles one request: a straggler among several connections).
+        range_from: the rule applies only to requests whose ``Range`` header asks for bytes
+            from this offset on (``bytes=<range_from>-...``), on top of ``skip``/``times``.
     """
 
     times: int | None = 1
@@ -112,15 +119,31 @@ class Rule:
     wrong_content_range: Literal["start", "total"] | None = None
     corrupt_at: int | None = None
     gzip: bool = False
+    chunk_delay: float | None = None
+    range_from: int | None = None
 
-    def applies(self, index: int) -> bool:
-        """True if the rule covers the file's request number ``index`` (0-based)."""
+    def applies(self, index: int, range_header: str | None = None) -> bool:
+        """True if the rule covers the file's request number ``index`` (0-based) carrying
+        ``range_header`` (only checked when the rule has ``range_from``)."""
         if index < self.skip:
+            return False
+        if self.range_from is not None and _range_start(range_header) != self.range_from:
             return False
         return self.times is None or index < self.skip + self.times
 
 
-_FAULT_FIELDS = tuple(f.name for f in fields(Rule) if f.name not in ("times", "skip"))
+def _range_start(header: str | None) -> int | None:
+    """The first offset of a ``bytes=N-...`` header; None without one or for another form."""
+    if header is None:
+        return None
+    unit, _, spec = header.partition("=")
+    first = spec.partition("-")[0].strip()
+    if unit.strip().lower() != "bytes" or not first.isdigit():
+        return None
+    return int(first)
+
+
+_FAULT_FIELDS = tuple(f.name for f in fields(Rule) if f.name not in ("times", "skip", "range_from"))
 
 
 def _merge(rules: Iterable[Rule]) -> Rule:
@@ -143,14 +166,16 @@ def rule_from_query(query: Mapping[str, str]) -> Rule | None:
 
     Keys: ``status``, ``retry_after`` (seconds), ``retry_after_date=1``, ``reset_after``,
     ``stall_after``, ``short_after``, ``ignore_range=1``, ``wrong_content_range=start|total``,
-    ``corrupt_at``, ``gzip=1``. Unknown keys are ignored (a query may carry a fake token).
+    ``corrupt_at``, ``gzip=1``, ``chunk_delay`` (seconds). Unknown keys are ignored (a query may
+    carry a fake token).
     """
     values: dict[str, Any] = {}
     for key in ("status", "reset_after", "stall_after", "short_after", "corrupt_at"):
         if key in query:
             values[key] = int(query[key])
-    if "retry_after" in query:
-        values["retry_after"] = float(query["retry_after"])
+    for key in ("retry_after", "chunk_delay"):
+        if key in query:
+            values[key] = float(query[key])
     for key in ("retry_after_date", "ignore_range", "gzip"):
         if query.get(key) == "1":
             values[key] = True
@@ -193,6 +218,9 @@ class FileStats:
     bytes_sent: int = 0
     active: int = 0
     max_concurrent: int = 0
+    #: requests in flight whose client is still connected (see the module docstring)
+    connected: int = 0
+    max_connected: int = 0
 
     @property
     def gets(self) -> list[RequestRecord]:
@@ -279,6 +307,10 @@ class FaultServer:
         self._total_bytes = 0
         self._active = 0
         self._max_active = 0
+        #: requests being answered whose connection was open when last looked at (server loop)
+        self._live: dict[int, tuple[web.Request, FileStats]] = {}
+        self._connected = 0
+        self._max_connected = 0
 
     # -- files and rules ------------------------------------------------------------------
 
@@ -383,6 +415,8 @@ class FaultServer:
                 bytes_sent=live.bytes_sent,
                 active=live.active,
                 max_concurrent=live.max_concurrent,
+                connected=live.connected,
+                max_connected=live.max_connected,
             )
 
     def bytes_sent(self, name: str) -> int:
@@ -407,6 +441,16 @@ class FaultServer:
         """Most requests in flight at once, over all files."""
         with self._lock:
             return self._max_active
+
+    @property
+    def max_connected(self) -> int:
+        """Most requests in flight at once whose client was still connected, over all files.
+
+        Unlike :attr:`max_concurrent`, a request whose client closed the connection stops
+        counting as soon as the server has seen the close, not when its handler next writes.
+        """
+        with self._lock:
+            return self._max_connected
 
     # -- addresses ------------------------------------------------------------------------
 
@@ -539,7 +583,16 @@ class FaultServer:
             stats.max_concurrent = max(stats.max_concurrent, stats.active)
             self._active += 1
             self._max_active = max(self._max_active, self._active)
-            rules = [] if entry is None else [r for r in entry.rules if r.applies(index)]
+            self._drop_disconnected()
+            self._live[id(record)] = (request, stats)
+            stats.connected += 1
+            stats.max_connected = max(stats.max_connected, stats.connected)
+            self._connected += 1
+            self._max_connected = max(self._max_connected, self._connected)
+            range_header = request.headers.get("Range")
+            rules = (
+                [] if entry is None else [r for r in entry.rules if r.applies(index, range_header)]
+            )
             if query_rule is not None:
                 rules.append(query_rule)
             rule = _merge(rules)
@@ -552,8 +605,24 @@ class FaultServer:
             with self._lock:
                 stats.active -= 1
                 self._active -= 1
+                if self._live.pop(id(record), None) is not None:
+                    stats.connected -= 1
+                    self._connected -= 1
                 if record.ended == "open":
                     record.ended = "complete"
+
+    def _drop_disconnected(self) -> None:
+        """Stop counting requests whose client has gone (their connection is closed).
+
+        Called with the lock held, on the server loop, before a new request is counted: the
+        loop handles a connection's close before a request that the client sent after it.
+        """
+        for key, (request, stats) in list(self._live.items()):
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                del self._live[key]
+                stats.connected -= 1
+                self._connected -= 1
 
     async def _respond(
         self, request: web.Request, entry: _File, version: int, rule: Rule, record: RequestRecord
@@ -660,8 +729,9 @@ class FaultServer:
                     record.ended = "client-gone"
                 return response
             position += len(chunk)
-            if entry.chunk_delay and position < cut:
-                await asyncio.sleep(entry.chunk_delay)
+            delay = entry.chunk_delay if rule.chunk_delay is None else rule.chunk_delay
+            if delay and position < cut:
+                await asyncio.sleep(delay)
         if how == "complete":
             return response
         record.ended = how
