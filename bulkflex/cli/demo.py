@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulkflex.auth import TokenOptions, credentials_from_options, install_secret_filter
 from bulkflex.cli._args import human_bytes
@@ -25,11 +26,13 @@ from bulkflex.cli.download import execute
 from bulkflex.cli.plan import print_plan_summary, run_plan
 from bulkflex.cli.serve_demo import add_server_arguments, config_from_args
 from bulkflex.core.checksum import parse_multihash
-from bulkflex.demo import DemoServer, Faults
 from bulkflex.errors import BulkflexError
 from bulkflex.manifest import read_manifest
 from bulkflex.stac import collections, make_plan_request
 from bulkflex.transfer import DownloadOptions
+
+if TYPE_CHECKING:  # the demo server (aiohttp.web) loads only when a demo runs
+    from bulkflex.demo import DemoServer, Faults
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -67,6 +70,8 @@ def add_parser(sub: Any) -> None:
 
 
 def _start_server(args: argparse.Namespace, faults: Faults) -> DemoServer:
+    from bulkflex.demo import DemoServer
+
     data_size = args.data_size or (256 * KiB, 8 * MiB)
     ports = [args.port] if args.port is not None else [PREFERRED_PORT, 0]
     failure: OSError | None = None
@@ -129,7 +134,19 @@ def _verify(manifest: Path, dest: Path) -> tuple[int, int, int, int, list[str]]:
     return files, total, by_checksum, by_size, problems
 
 
+def _revoke_token_midway(server: DemoServer, at_bytes: int, finished: threading.Event) -> None:
+    """Expire every access token once the server has served ``at_bytes`` (bounded wait)."""
+    deadline = time.monotonic() + 120
+    while not finished.is_set() and time.monotonic() < deadline:
+        if server.stats.bytes_served >= at_bytes:
+            server.expire_tokens()
+            return
+        finished.wait(0.02)
+
+
 def run(args: argparse.Namespace) -> int:
+    from bulkflex.demo import Faults
+
     dest: Path = args.dest
     faults = (
         Faults()
@@ -194,14 +211,27 @@ def _run(args: argparse.Namespace, server: DemoServer, dest: Path) -> int:
     install_secret_filter(credentials.secret_filter)
     print()
 
-    print("4. download (the server cuts one connection and answers one 429 on purpose)")
+    print("4. download (the server cuts one connection, answers one 429, and revokes the token")
+    print("   part way through, as a 10-hour MAAP token expires during a long job)")
     print(f"   $ bulkflex download {manifest} -d {dest}")
     options = replace(DownloadOptions(), connections=8, per_host=8)
     served_before, started = stats.bytes_served, time.monotonic()
-    status = execute(
-        manifest, dest, options, progress=not args.no_progress, log_json=None,
-        credentials=credentials,
-    )  # fmt: skip
+    unauthorized_before, tokens_before = stats.unauthorized, stats.tokens_issued
+    finished = threading.Event()
+    revoker = threading.Thread(
+        target=_revoke_token_midway,
+        args=(server, served_before + plan_stats.bytes * 2 // 5, finished),
+        daemon=True,
+    )
+    revoker.start()
+    try:
+        status = execute(
+            manifest, dest, options, progress=not args.no_progress, log_json=None,
+            credentials=credentials,
+        )  # fmt: skip
+    finally:
+        finished.set()
+        revoker.join(timeout=5)
     seconds = max(time.monotonic() - started, 1e-6)
     served = stats.bytes_served - served_before
     files, total, by_checksum, by_size, problems = _verify(manifest, dest)
@@ -227,6 +257,14 @@ def _run(args: argparse.Namespace, server: DemoServer, dest: Path) -> int:
         print(
             f"   recovered from: {stats.throttled} x 429 with Retry-After, {stats.dropped} cut "
             f"connection(s), resumed with {stats.range_requests} Range request(s)"
+        )
+    refused = stats.unauthorized - unauthorized_before
+    renewed = max(0, stats.tokens_issued - tokens_before - 1)  # the first is the start-up fetch
+    if refused:
+        print(
+            f"   token revoked mid-download: {refused} request(s) refused with 401; bulkflex "
+            f"paused new requests, renewed the token {renewed} time(s) through the token "
+            "endpoint (refresh_token grant) and resumed every transfer from its durable bytes"
         )
     print(f"   requests to public quicklook URLs that carried the token: {stats.public_with_token}")
     for problem in problems:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulkflex.cli._args import human_bytes, positive_float, size
-from bulkflex.demo import DemoConfig, DemoServer, Faults
+
+if TYPE_CHECKING:  # the demo server (aiohttp.web) loads only when a demo runs
+    from bulkflex.demo import DemoConfig
 
 
 def _size_range(text: str) -> tuple[int, int]:
@@ -78,6 +80,8 @@ def add_parser(sub: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> DemoConfig:
+    from bulkflex.demo import DemoConfig
+
     values: dict[str, Any] = {"port": args.port or 0}
     if args.data_size is not None:
         values["data_size"] = args.data_size
@@ -88,6 +92,8 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> DemoConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bulkflex.demo import DemoServer, Faults
+
     config = config_from_args(args, items_per_collection=args.items, require_token=not args.no_auth)
     faults = Faults(
         drop_after_bytes=args.drop_after,

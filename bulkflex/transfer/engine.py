@@ -191,6 +191,8 @@ class _Job:
     restarts: int = 0
     #: consecutive 401s, reset by any other answer
     auth_failures: int = 0
+    #: send the bearer token (False at first for public paths such as MAAP's quicklooks)
+    send_token: bool = True
     last_flush: float = 0.0
     #: body bytes received but not yet written (held for the final hop of small files)
     tail: bytearray = field(default_factory=bytearray)
@@ -369,7 +371,13 @@ class _Run:
         part = PartFile(self.dest, row.path, self.guard)
         checksum = parse_multihash(row.checksum) if row.checksum else None
         parts = urlsplit(row.url)
-        job = _Job(row=row, part=part, checksum=checksum, host=parts.netloc)
+        job = _Job(
+            row=row,
+            part=part,
+            checksum=checksum,
+            host=parts.netloc,
+            send_token=not _is_public(parts.path),
+        )
         self.emit(ev.FileStarted(row.path, row.size))
         attempt = 0
         try:
@@ -493,7 +501,7 @@ class _Run:
                 await self.credentials.wait_ready()
                 generation = self.credentials.generation
             try:
-                async with self._open(row.url, headers) as response:
+                async with self._open(row.url, headers, job.send_token) as response:
                     decision = check_response(
                         request, response.status, response.headers, now=time.time()
                     )
@@ -515,6 +523,9 @@ class _Run:
         row = job.row
         verdict = decision.verdict
         if verdict is Verdict.AUTH:
+            if not job.send_token:  # a "public" URL that wants the token after all
+                job.send_token = True
+                raise _Retry(decision.reason, counts=False)
             await self._renew_token(job, generation, decision.reason)
             raise _Retry(decision.reason, counts=False)
         if verdict is Verdict.RETRY:
@@ -686,7 +697,7 @@ class _Run:
                 await self.credentials.wait_ready()
                 generation = self.credentials.generation
             try:
-                async with self._open(job.row.url, headers) as response:
+                async with self._open(job.row.url, headers, job.send_token) as response:
                     decision = check_response(
                         request, response.status, response.headers, now=time.time()
                     )
@@ -695,6 +706,7 @@ class _Run:
                         job.auth_failures = 0
                         await self._stream_claim(split, claim, response)
                     elif verdict is Verdict.AUTH:
+                        job.send_token = True
                         await self._renew_token(job, generation, decision.reason)
                         raise _Retry(decision.reason, counts=False)
                     elif verdict is Verdict.RETRY:
@@ -986,13 +998,13 @@ class _Run:
 
     @asynccontextmanager
     async def _open(
-        self, url: str, headers: dict[str, str]
+        self, url: str, headers: dict[str, str], send_token: bool = True
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """GET with redirects followed by hand, so the token is only sent where it belongs."""
         current = url
         for hop in range(_MAX_REDIRECTS + 1):
             request_headers = dict(headers)
-            if self.credentials is not None:
+            if self.credentials is not None and send_token:
                 request_headers.update(
                     self.credentials.header_for(current, origin_url=url if hop else None)
                 )
@@ -1012,6 +1024,12 @@ class _Run:
                 response.release()
             return
         raise RemoteLied(f"more than {_MAX_REDIRECTS} redirects from {redact_url(url)}")
+
+
+def _is_public(path: str) -> bool:
+    """URLs under a ``public`` path segment (MAAP serves quicklooks there without a token) get
+    the token only if they answer 401: a secret goes nowhere it is not needed."""
+    return "public" in path.lower().split("/")
 
 
 def _salvage(response: aiohttp.ClientResponse) -> bytes:

@@ -18,10 +18,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
+from stacitems import all_items
 
 from bulkflex.demo import DemoConfig, DemoServer
 
@@ -39,16 +39,6 @@ def http() -> requests.Session:
 def demo_server() -> Iterator[DemoServer]:
     with DemoServer(SMALL) as server:
         yield server
-
-
-def all_items(server: DemoServer) -> list[dict[str, Any]]:
-    """Every item of the embedded catalog, rendered as its API renders them."""
-    catalog = server.state.catalog
-    return [
-        catalog.render_item(record, root=server.url, catalog=server.catalog_url)
-        for records in catalog.records.values()
-        for record in records
-    ]
 
 
 def _free_port() -> int:

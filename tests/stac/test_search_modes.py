@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import all_items
+from stacitems import all_items
 
 import bulkflex
 from bulkflex.demo import DemoServer
