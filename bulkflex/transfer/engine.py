@@ -210,6 +210,8 @@ class _Split:
     broken: str | None = None
     last_error: str = ""
     flushing: bool = False
+    #: a background read-back is extending the in-order hash
+    hashing: bool = False
     #: task group running background flushes (None once the split winds down)
     flusher: anyio.abc.TaskGroup | None = None
     #: set (and replaced) whenever a claim is released, to wake connections waiting for work
@@ -777,6 +779,23 @@ class _Run:
             # in the background: a connection never waits for an fdatasync of the whole file
             split.flushing = True
             split.flusher.start_soon(self._split_flush, split)
+        hasher = job.hasher
+        if (
+            hasher is not None
+            and split.flusher is not None
+            and not split.hashing
+            and split.plan.written.prefix() - hasher.pos >= self.options.write_batch_bytes * 8
+        ):
+            # the in-order hash reached bytes other connections wrote: read them back now,
+            # from the page cache, rather than all at the end
+            split.hashing = True
+            split.flusher.start_soon(self._split_hash, split, hasher)
+
+    async def _split_hash(self, split: _Split, hasher: PrefixHasher) -> None:
+        try:
+            await self.to_thread(hasher.catch_up, split.job.part.part, split.plan.written.prefix())
+        finally:
+            split.hashing = False
 
     def _flush_due(self, split: _Split) -> bool:
         pending = split.plan.written.total - split.flushed

@@ -183,11 +183,12 @@ class PartFile:
         """Write ``data`` at ``offset`` and feed it to ``hasher``."""
         assert self._fd is not None, "open() first"
         view = memoryview(data)
+        position = offset
         try:
             while view:
-                written = os.pwrite(self._fd, view, offset)
+                written = os.pwrite(self._fd, view, position)
                 view = view[written:]
-                offset += written
+                position += written
         except OSError as exc:
             raise disk_error(exc, self.part) from exc
         if hasher is not None:

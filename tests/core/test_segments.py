@@ -90,3 +90,24 @@ def test_random_schedules_write_every_byte_exactly_once(
                 active.append(new)
     assert plan.done()
     assert set(hits) == {1}
+
+
+def test_prefix_hasher_hashes_in_passing_and_catches_up_the_rest(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Bytes written at the frontier are hashed as they pass; the rest is read back once."""
+    import hashlib
+
+    from bulkflex.transfer.files import FolderGuard, PartFile, PrefixHasher
+
+    data = bytes(range(256)) * 4096  # 1 MiB
+    part = PartFile(tmp_path, "f.bin", FolderGuard(tmp_path))
+    part.open(truncate=True)
+    hasher = PrefixHasher(hashlib.sha256())
+    part.write_at(0, data[:300_000], hasher)
+    assert hasher.pos == 300_000  # hashed in passing, no read-back
+    part.write_at(600_000, data[600_000:], hasher)  # out of order: not hashed yet
+    assert hasher.pos == 300_000
+    part.write_at(300_000, data[300_000:600_000], hasher)
+    assert hasher.pos == 600_000
+    part.close()
+    hasher.catch_up(part.part, len(data))
+    assert hasher.digest() == hashlib.sha256(data).digest()
