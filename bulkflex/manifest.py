@@ -33,7 +33,13 @@ from bulkflex.core.checksum import MultihashError, parse_multihash
 from bulkflex.core.paths import PART_SUFFIX, UnsafePath, safe_relative_path
 from bulkflex.errors import ManifestError
 
-__all__ = ["ManifestEntry", "ManifestWriter", "read_manifest", "write_manifest"]
+__all__ = [
+    "ManifestEntry",
+    "ManifestWriter",
+    "manifest_hosts",
+    "read_manifest",
+    "write_manifest",
+]
 
 _KNOWN = ("url", "path", "size", "checksum", "collection", "item", "asset", "type", "roles")
 
@@ -219,3 +225,22 @@ def write_manifest(path: str | os.PathLike[str], entries: Iterable[ManifestEntry
         for entry in entries:
             writer.write(entry)
     return writer.count
+
+
+def manifest_hosts(manifest: str | os.PathLike[str]) -> set[str]:
+    """The hosts a manifest downloads from (a quick scan; the engine validates every line)."""
+    hosts: set[str] = set()
+    try:
+        with open(manifest, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    url = json.loads(line).get("url")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(url, str):
+                    host = urlsplit(url).hostname
+                    if host:
+                        hosts.add(host)
+    except OSError:
+        pass  # the engine reports an unreadable manifest with its own message
+    return hosts

@@ -9,7 +9,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -23,6 +22,7 @@ from bulkflex.auth import (
 )
 from bulkflex.cli._args import human_bytes, positive_float, positive_int, size
 from bulkflex.core.retry import RetryPolicy, StallRule
+from bulkflex.manifest import manifest_hosts
 from bulkflex.transfer import Credentials, DownloadOptions, Summary, run_download
 from bulkflex.transfer import events as ev
 
@@ -130,25 +130,6 @@ def options_from_args(args: argparse.Namespace) -> DownloadOptions:
         flush_seconds=args.flush_seconds,
         refresh_on_403=token_options.refresh_on_403,
     )
-
-
-def manifest_hosts(manifest: Path | str) -> set[str]:
-    """The hosts a manifest downloads from (a quick scan; the engine validates every line)."""
-    hosts: set[str] = set()
-    try:
-        with open(manifest, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    url = json.loads(line).get("url")
-                except (ValueError, AttributeError):
-                    continue
-                if isinstance(url, str):
-                    host = urlsplit(url).hostname
-                    if host:
-                        hosts.add(host)
-    except OSError:
-        pass  # the engine reports an unreadable manifest with its own message
-    return hosts
 
 
 def credentials_for(token_options: TokenOptions, manifest: Path | str) -> AuthCredentials:

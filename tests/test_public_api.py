@@ -1,0 +1,58 @@
+"""The package's public surface is explicit and small; the one-call download works."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import bulkflex
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {
+        name
+        for name in dir(bulkflex)
+        if not name.startswith("_") and name not in {"TYPE_CHECKING", "Any"}
+    } | {"download", "plan"}
+    modules = {
+        "errors",
+        "manifest",
+        "core",
+        "transfer",
+        "auth",
+        "stac",
+        "state",
+        "cli",
+        "demo",
+        "distributed",
+    }
+    assert sorted(bulkflex.__all__) == sorted((public - modules) | {"__version__"})
+    for name in bulkflex.__all__:
+        assert getattr(bulkflex, name) is not None
+
+
+def test_download_from_python_fetches_and_verifies(tmp_path: Path) -> None:
+    from faultserver import FaultServer
+
+    with FaultServer() as server:
+        server.add_file("a.bin", 300_000)
+        data = server.content("a.bin")
+        manifest = tmp_path / "m.jsonl"
+        manifest.write_text(
+            json.dumps(
+                {
+                    "url": server.url("a.bin"),
+                    "path": "x/a.bin",
+                    "size": len(data),
+                    "checksum": "1220" + hashlib.sha256(data).hexdigest(),
+                }
+            )
+            + "\n"
+        )
+        summary = bulkflex.download(manifest, tmp_path / "d", connections=2)
+        assert summary.ok and summary.files_done == 1
+        assert (tmp_path / "d" / "x" / "a.bin").read_bytes() == data
+        again = bulkflex.download(manifest, tmp_path / "d")
+        assert again.files_done == 0 and again.files_skipped == 1
+        assert len(server.stats("a.bin").gets) == 1
