@@ -39,6 +39,7 @@ class Peer:
     label: str  # in the report
     build: Callable[[Context], list[str]]
     available: Callable[[], str | None]  # None when usable, else why not
+    default: bool = True  # part of a run without --tools
 
 
 def clean_env() -> dict[str, str]:
@@ -120,6 +121,12 @@ def _curl(ctx: Context) -> list[str]:
         "-K",
         str(config),
     ]
+
+
+def _curl_immediate(ctx: Context) -> list[str]:
+    cmd = _curl(ctx)
+    cmd.insert(cmd.index("--parallel") + 1, "--parallel-immediate")
+    return cmd
 
 
 def _rclone(ctx: Context) -> list[str]:
@@ -257,6 +264,14 @@ PEERS: tuple[Peer, ...] = (
     Peer("aria2c", "aria2c -x16 -s16 -k1M -j16", _aria2c_tuned, _which("aria2c")),
     Peer("aria2c-default", "aria2c (defaults)", _aria2c_default, _which("aria2c")),
     Peer("curl", "curl --parallel 16", _curl, _which("curl")),
+    # curl 7.88's --parallel waits to reuse connections; --parallel-immediate opens them at once
+    Peer(
+        "curl-immediate",
+        "curl --parallel-immediate 16",
+        _curl_immediate,
+        _which("curl"),
+        default=False,
+    ),
     Peer("rclone", "rclone --transfers 16 --mts 8", _rclone, _which("rclone")),
     Peer("wget", "wget -i", _wget, _which("wget")),
     Peer("stac-asset", "stac-asset (16 concurrent)", _stac_asset, _stac_asset_available),

@@ -168,6 +168,14 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
                 f"| {'' if is_ref else _ratio(ref_cpu, row.cpu_per_gib())} "
                 f"| {_fmt(reqs, 0)} | {_fmt(served, 0)} | {row.status()} |"
             )
+        peers = [r for r in ordered if r.tool != "bulkflex" and r.mib_s() is not None]
+        if ref_speed is not None and peers:
+            best = peers[0]
+            out += [
+                "",
+                f"bulkflex / best peer ({best.label}, {_fmt(best.mib_s())} MiB/s): "
+                f"**{_ratio(ref_speed, best.mib_s())}**",
+            ]
         out.append("")
     if kills:
         out += ["## kill in the middle, then rerun (bulkflex)", ""]

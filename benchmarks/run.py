@@ -323,8 +323,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small file sets for a smoke run")
     p.add_argument(
         "--tools",
-        default=",".join(p.key for p in PEERS),
-        help="comma-separated subset of: " + ", ".join(p.key for p in PEERS),
+        default=",".join(p.key for p in PEERS if p.default),
+        help="comma-separated subset of: "
+        + ", ".join(p.key if p.default else f"{p.key} (not by default)" for p in PEERS),
     )
     p.add_argument("--server", choices=["auto", "nginx", "aiohttp"], default="auto")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per run (default 900)")
