@@ -205,8 +205,8 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
                 f"| {k.refetched / MiB / max(k.connections, 1):.2f} | {k.flush_window} "
                 f"| {rerun} | {finished} |"
             )
-            if k.note:
-                out.append(f"\n{k.profile}: {k.note}")
+        out.append("")
+        out += [f"- {k.profile}: {k.note}" for k in kills if k.note]
         out.append("")
         out.append(
             "Re-fetched = bytes the server sent in the killed run + in the rerun − the total. "
