@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -22,6 +23,7 @@ from bulkflex.auth import (
 )
 from bulkflex.cli._args import human_bytes, positive_float, positive_int, size
 from bulkflex.core.retry import RetryPolicy, StallRule
+from bulkflex.errors import UsageError
 from bulkflex.manifest import manifest_hosts
 from bulkflex.transfer import Credentials, DownloadOptions, Summary, run_download
 from bulkflex.transfer import events as ev
@@ -140,15 +142,13 @@ def credentials_for(token_options: TokenOptions, manifest: Path | str) -> AuthCr
 
 
 def want_uvloop(flag: bool | None) -> bool:
+    """``--uvloop``: must be installed; ``--no-uvloop``: never; default: when installed."""
     if flag is False:
         return False
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        if flag:
-            raise SystemExit("bulkflex: error: --uvloop: uvloop is not installed") from None
-        return False
-    return True
+    installed = importlib.util.find_spec("uvloop") is not None
+    if flag and not installed:
+        raise UsageError("--uvloop: uvloop is not installed (pip install 'bulkflex[fast]')")
+    return installed
 
 
 def add_parser(sub: Any) -> None:
