@@ -14,6 +14,9 @@ Routes (one origin, ``http://127.0.0.1:PORT``)::
     GET  /data/...                  assets: Range, If-Range, strong ETag, 416; bearer token
     HEAD /data/...                    needed except under a /public/ segment; product zips are
                                       streamed with no Content-Length and ignore Range
+    GET  /flat/NNNNNN.bin           only with DemoConfig.flat_files: N synthetic files of one
+    HEAD /flat/NNNNNN.bin             size, no token, Range like /data/, optional per-response
+                                      rate cap and delay (``bulkflex bench``)
     POST /realms/demo/protocol/openid-connect/token   password, client_credentials and
                                                       refresh_token grants (Keycloak-like)
     GET  /realms/demo/.well-known/openid-configuration
@@ -44,6 +47,7 @@ from bulkflex.demo.catalog import (
     compile_filter,
     geometry_extent,
 )
+from bulkflex.demo.content import FileSpec
 from bulkflex.errors import UsageError
 from bulkflex.stac.params import parse_bbox, parse_datetime, parse_ids, parse_intersects
 from bulkflex.stac.properties import parse_free_text
@@ -51,7 +55,7 @@ from bulkflex.stac.properties import parse_free_text
 if TYPE_CHECKING:
     from bulkflex.demo.server import DemoState
 
-__all__ = ["CONFORMANCE", "make_app", "parse_instant"]
+__all__ = ["CONFORMANCE", "FLAT_PREFIX", "flat_spec", "make_app", "parse_instant"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,19 @@ _LB_503 = (
     "<html><head><title>503 Service Temporarily Unavailable</title></head><body>"
     "<center><h1>503 Service Temporarily Unavailable</h1></center></body></html>"
 )
+
+
+FLAT_PREFIX = "/flat/"
+_FLAT_MODIFIED = "Fri, 07 Mar 2025 14:22:20 GMT"
+
+
+def flat_spec(index: int, size: int) -> FileSpec:
+    """The ``index``-th flat file, ``/flat/000042.bin``, of ``size`` bytes (0-based index).
+
+    Its bytes (and so its checksum, ``ContentStore.checksum(flat_spec(i, size))``) depend on the
+    path only, so the same index and size give the same file on every server.
+    """
+    return FileSpec(path=f"{FLAT_PREFIX}{index:06d}.bin", size=size)
 
 
 def parse_instant(text: str) -> float:
@@ -583,6 +600,67 @@ class _Handlers:
         await response.write_eof()
         return response
 
+    async def flat(self, request: web.Request) -> web.StreamResponse:
+        """One of the ``flat_files`` files: no token, no faults; 404 for any other name.
+
+        ``flat_delay_s`` is slept before the headers go out; ``flat_rate`` paces the body of
+        each response (not the connection, like nginx's ``limit_rate``).
+        """
+        state = self.state
+        config = state.config
+        stem, _, ext = request.match_info["name"].partition(".")
+        if ext != "bin" or len(stem) != 6 or not stem.isdigit() or int(stem) >= config.flat_files:
+            return web.Response(status=404, text="404 Not Found")
+        state.stats.data_requests += 1
+        if config.flat_delay_s > 0:
+            await asyncio.sleep(config.flat_delay_s)
+        spec = flat_spec(int(stem), config.flat_size)
+        size = config.flat_size
+        etag = state.content.etag(spec)
+        headers = {
+            "ETag": etag,
+            "Last-Modified": _FLAT_MODIFIED,
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
+        start, end, status = 0, size, 200
+        range_header = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        if range_header is not None and (
+            if_range is None or if_range.strip() in (etag, _FLAT_MODIFIED)
+        ):
+            parsed = _parse_range(range_header, size)
+            if parsed == "unsatisfiable":
+                return web.Response(
+                    status=416, headers={**headers, "Content-Range": f"bytes */{size}"}
+                )
+            if isinstance(parsed, tuple):
+                state.stats.range_requests += 1
+                start, end = parsed
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Content-Length"] = str(end - start)
+        response = web.StreamResponse(status=status, headers=headers)
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        rate = config.flat_rate
+        began = time.monotonic()
+        sent = 0
+        try:
+            for chunk in state.content.iter_bytes(spec, start, end):
+                await response.write(chunk)
+                sent += len(chunk)
+                state.stats.bytes_served += len(chunk)
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - began)
+                    if ahead > 0.001:
+                        await asyncio.sleep(ahead)
+        except ConnectionError:
+            return response
+        await response.write_eof()
+        return response
+
     # -- tokens ------------------------------------------------------------------------------------
 
     async def openid_configuration(self, request: web.Request) -> web.Response:
@@ -696,6 +774,9 @@ def make_app(state: DemoState) -> web.Application:
     app.router.add_post("/catalogue/search", handlers.search)
     app.router.add_route("GET", "/data/{tail:.*}", handlers.data)
     app.router.add_route("HEAD", "/data/{tail:.*}", handlers.data)
+    if state.config.flat_files > 0:
+        app.router.add_route("GET", FLAT_PREFIX + "{name}", handlers.flat)
+        app.router.add_route("HEAD", FLAT_PREFIX + "{name}", handlers.flat)
     app.router.add_get(f"{_REALM}/.well-known/openid-configuration", handlers.openid_configuration)
     app.router.add_post(f"{_REALM}/protocol/openid-connect/token", handlers.token)
     return app

@@ -47,6 +47,12 @@ class DemoConfig:
         require_token: whether ``/data/`` (outside ``/public/``) needs a bearer token.
         username, password, client_id, client_secret: accepted by the token endpoint.
         page_size_default, page_size_max: ``limit`` when absent, and its clamp.
+        flat_files, flat_size: also serve ``flat_files`` synthetic files of ``flat_size`` bytes
+            each at ``/flat/000000.bin``, ``/flat/000001.bin``, ... with no token (Range,
+            If-Range and ETag like ``/data/``; see :func:`bulkflex.demo.app.flat_spec`). 0 = off.
+        flat_rate: cap each ``/flat/`` response at this many bytes per second (None = no cap).
+        flat_delay_s: sleep this long before each ``/flat/`` response starts (an emulated
+            round trip). The rate cap and delay apply to ``/flat/`` only.
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +68,10 @@ class DemoConfig:
     client_secret: str = "demo-secret"
     page_size_default: int = 10
     page_size_max: int = 1000
+    flat_files: int = 0
+    flat_size: int = 0
+    flat_rate: float | None = None
+    flat_delay_s: float = 0.0
 
 
 @dataclass(slots=True)
