@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bulkflex.cli import collections, demo, download, get, plan, serve_demo, status
+from bulkflex.cli import bench, collections, demo, download, get, plan, serve_demo, status
 
-MODULES: list[ModuleType] = [demo, collections, plan, download, get, status, serve_demo]
+MODULES: list[ModuleType] = [demo, collections, plan, download, get, status, serve_demo, bench]

@@ -1,0 +1,160 @@
+# One measured run of one command for `bulkflex bench`: wall clock, CPU seconds and peak RSS of
+# the child, with a time limit.
+#
+# CPU seconds come from os.wait4's rusage of the child (user + system, including descendants it
+# waited for). Peak RSS cannot come from the same rusage: Linux records in a process's ru_maxrss
+# the high-water mark of the memory image it replaced at exec, which for a child spawned from
+# this process (with the embedded server in it) is this process's own RSS. So the child is
+# wrapped in GNU time when it is installed (its %M is the tool's own peak), else its VmHWM in
+# /proc/PID/status is polled while it runs, else ru_maxrss is used (an upper bound).
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Measured", "gnu_time", "run_measured"]
+
+_POLL_S = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One finished run.
+
+    Attributes:
+        wall: seconds from spawn to exit (interpreter start-up included).
+        cpu: user + system CPU seconds of the child and the descendants it waited for.
+        peak_rss_kib: the largest resident set of the child, in KiB.
+        rss_source: ``"gnu-time"``, ``"proc"`` (VmHWM polled every 20 ms: growth in the last
+            20 ms before exit is missed) or ``"wait4"`` (an upper bound, see the module header).
+        exit_code: the child's exit status; negative for a signal (-9 after a timeout).
+        timed_out: the run was killed because it exceeded its time limit.
+        log_tail: the last 2000 characters of its stdout + stderr.
+    """
+
+    wall: float
+    cpu: float
+    peak_rss_kib: int
+    rss_source: str
+    exit_code: int
+    timed_out: bool
+    log_tail: str
+
+
+def gnu_time() -> str | None:
+    """The path of GNU time (``/usr/bin/time``), not the shell keyword; None if absent."""
+    found = shutil.which("time", path="/usr/bin:/bin")
+    if found is None:
+        return None
+    probe = subprocess.run(
+        [found, "-f", "%M", "true"], capture_output=True, text=True, check=False
+    )  # BSD time has no -f
+    return found if probe.returncode == 0 else None
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_measured(
+    cmd: Sequence[str],
+    *,
+    log_path: Path,
+    timeout: float,
+    cwd: Path,
+    env: dict[str, str],
+    time_exe: str | None,
+) -> Measured:
+    """Run ``cmd`` in its own session, its output to ``log_path``, and measure it.
+
+    ``time_exe``: GNU time to wrap the command in (from :func:`gnu_time`), or None. After
+    ``timeout`` seconds the child's whole process group is SIGKILLed; the group is killed after
+    a normal exit too, so no helper outlives its run. Ctrl-C (KeyboardInterrupt) kills the group
+    and re-raises.
+    """
+    rss_file = log_path.with_suffix(".rss")
+    rss_file.unlink(missing_ok=True)
+    full = list(cmd)
+    if time_exe is not None:
+        full = [time_exe, "-q", "-f", "%M", "-o", str(rss_file), "--", *full]
+    poll_proc = time_exe is None and sys.platform.startswith("linux")
+    timed_out = threading.Event()
+    finished = threading.Event()
+    hwm = [0]
+    with open(log_path, "wb") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            full,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def on_timeout() -> None:
+            timed_out.set()
+            _kill_group(proc.pid)
+
+        def poll() -> None:
+            while not finished.wait(_POLL_S):
+                hwm[0] = max(hwm[0], _vm_hwm_kib(proc.pid))
+
+        timer = threading.Timer(timeout, on_timeout)
+        timer.daemon = True
+        timer.start()
+        poller = threading.Thread(target=poll, daemon=True) if poll_proc else None
+        if poller is not None:
+            poller.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise
+        finally:
+            finished.set()
+            timer.cancel()
+            if poller is not None:
+                poller.join()
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait again
+        _kill_group(proc.pid)
+    peak, source = usage.ru_maxrss, "wait4"
+    if sys.platform == "darwin":
+        peak //= 1024  # bytes there, KiB on Linux
+    if poll_proc and hwm[0]:
+        peak, source = hwm[0], "proc"
+    if time_exe is not None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            peak, source = int(rss_file.read_text().split()[-1]), "gnu-time"
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    return Measured(
+        wall=wall,
+        cpu=usage.ru_utime + usage.ru_stime,
+        peak_rss_kib=peak,
+        rss_source=source,
+        exit_code=proc.returncode,
+        timed_out=timed_out.is_set(),
+        log_tail=text[-2000:],
+    )
