@@ -609,7 +609,8 @@ class _Handlers:
         state = self.state
         config = state.config
         stem, _, ext = request.match_info["name"].partition(".")
-        if ext != "bin" or len(stem) != 6 or not stem.isdigit() or int(stem) >= config.flat_files:
+        canonical = stem.isdigit() and f"{int(stem):06d}" == stem  # as flat_spec names it
+        if ext != "bin" or not canonical or int(stem) >= config.flat_files:
             return web.Response(status=404, text="404 Not Found")
         state.stats.data_requests += 1
         if config.flat_delay_s > 0:

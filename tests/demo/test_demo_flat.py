@@ -66,7 +66,16 @@ def test_ranges_if_range_and_head(server: DemoServer) -> None:
     assert (head.status_code, head.headers["Content-Length"], head.content) == (200, str(SIZE), b"")
 
 
-@pytest.mark.parametrize("name", ["000003.bin", "3.bin", "000001.txt", "abcdef.bin"])
+def test_more_than_a_million_files_keep_their_names() -> None:
+    assert flat_spec(1_234_567, 1).path == "/flat/1234567.bin"
+    with DemoServer(DemoConfig(flat_files=1_000_001, flat_size=5)) as big:
+        assert http().get(big.url + "/flat/1000000.bin", timeout=30).content == big.content.read(
+            flat_spec(1_000_000, 5)
+        )
+        assert http().get(big.url + "/flat/01000000.bin", timeout=30).status_code == 404
+
+
+@pytest.mark.parametrize("name", ["000003.bin", "3.bin", "0000001.bin", "000001.txt", "abcdef.bin"])
 def test_other_names_are_404(server: DemoServer, name: str) -> None:
     assert http().get(f"{server.url}/flat/{name}", timeout=30).status_code == 404
 
