@@ -132,6 +132,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = run_bench(plan, on_start=started, on_done=finished)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+            bar = None
+        print(
+            "bulkflex bench: interrupted; the running tool and the server are stopped",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         if bar is not None:
             bar.close()

@@ -6,11 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from bulkflex.bench import BenchOptions, BenchPlan, Tool, plan_bench, render, run_bench
 from bulkflex.bench.tools import RunContext, tool_by_key
@@ -115,7 +118,6 @@ def test_wrong_bytes_fail_the_bench() -> None:
 
 
 def test_keep_leaves_manifest_and_verified_files(tmp_path: Path) -> None:
-    pytest.importorskip("requests")
     options = BenchOptions(
         "tiny", files=4, size=70_000, tools=("requests",), repeat=2, wan=True, keep=tmp_path / "k"
     )
@@ -142,3 +144,41 @@ def test_a_tool_named_twice_runs_once() -> None:
     plan = plan_bench(BenchOptions("small", files=1, size=1, tools=("bulkflex", "bulkflex")))
     assert [t.key for t in plan.tools] == ["bulkflex"]
     assert tool_by_key("curl").label == "curl --parallel 16"
+
+
+def test_ctrl_c_stops_the_tool_and_the_server(tmp_path: Path) -> None:
+    keep = tmp_path / "keep"
+    cmd = [sys.executable, "-m", "bulkflex", "bench", "--workload", "large", "--wan"]
+    cmd += ["--tools", "requests", "--no-progress", "--keep", str(keep)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        for _ in range(600):  # until the requests loop has its input (at most 60 s)
+            if list(keep.glob("bench-*/requests-1/work/requests.tsv")):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the bench never started the requests loop")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    assert err.endswith(
+        "bulkflex bench: interrupted; the running tool and the server are stopped\n"
+    )
+    assert out == ""
+    (manifest,) = keep.glob("bench-*/manifest.jsonl")
+    url = json.loads(manifest.read_text().splitlines()[0])["url"]
+    session = requests.Session()
+    session.trust_env = False  # loopback, never a proxy
+    with pytest.raises(requests.ConnectionError):
+        session.get(url, timeout=10)
