@@ -37,9 +37,9 @@ from bulkflex.core.ranges import Extents, Segment
 
 PER_FILE = 4
 WINDOW = 256 * KiB
-#: Bytes the server may have written to a socket that the client never read (kernel buffers
-#: and aiohttp's read buffer) when a request is dropped or the client dies.
-IN_FLIGHT = 1 * MiB
+#: Bytes the server may have written to a socket that the client never read when a request is
+#: dropped or the client dies (a few throttled chunks; more if the client was descheduled).
+IN_FLIGHT = 256 * KiB
 SPLIT = ("--split-min", "1M", "--connections-per-file", str(PER_FILE))
 FLUSH = ("--flush-bytes", str(WINDOW), "--flush-seconds", "30")
 #: One CLI run of these tests takes a few seconds; a run this long is a hang.
@@ -210,7 +210,8 @@ def test_sigkill_mid_split_then_rerun_resumes_every_range(
     recorded = durable_extents(dest, "a.bin")
     first_served = Extents.of(served(r, size) for r in first.gets)
     assert len(recorded.segments) >= 2, recorded  # several ranges were under way
-    assert first_served.total - recorded.total <= PER_FILE * (WINDOW + IN_FLIGHT), (
+    allowed = PER_FILE * (WINDOW + IN_FLIGHT)  # one flush window per connection, and in flight
+    assert first_served.total - recorded.total <= allowed, (
         f"served {first_served.total}, recorded {recorded.to_text()}\n{request_log(first)}"
     )
 
@@ -230,11 +231,16 @@ def test_sigkill_mid_split_then_rerun_resumes_every_range(
         start = served(record, size).start
         assert any(g.start <= start < g.end for g in gaps), f"{start} was durable\n{log}"
     assert all(r.if_range == server.etag("a.bin") for r in rerun), log
-    refetched = Extents.of(served(r, size) for r in rerun)
+    second = Extents.of(served(r, size) for r in rerun)
+    twice = (
+        first_served.total
+        + second.total
+        - Extents.of([*first_served.segments, *second.segments]).total
+    )
+    assert twice <= allowed, f"re-fetched {twice} bytes (allowed {allowed})\n{log}"
+    # the rerun fetched the gaps, plus at most what its dropped requests had in flight
     again_bytes = sum(served(r, size).length for r in rerun)
-    # what the rerun fetched: the gaps, plus what dropped requests had in flight
     assert again_bytes <= size - recorded.total + len(rerun) * IN_FLIGHT, log
-    assert refetched.total >= size - recorded.total, log
 
 
 def test_reset_on_one_connection_resumes_that_range(server: FaultServer, tmp_path: Path) -> None:
@@ -280,10 +286,10 @@ def test_checksum_of_a_split_file_is_verified(server: FaultServer, tmp_path: Pat
 def test_straggler_loses_its_tail_and_the_file_finishes(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    """The first connection crawls (its request, ``bytes=0-``, is throttled 25 times more):
+    """The first connection crawls (its request, ``bytes=0-``, is throttled 12 times more):
     an idle connection takes the back half of what it has left."""
     size = 16 * MiB
-    server.add_file("a.bin", size, Rule(times=None, range_from=0, chunk_delay=0.1))
+    server.add_file("a.bin", size, Rule(times=None, range_from=0, chunk_delay=0.05))
     manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
     result = run_cli(*download_args(manifest, tmp_path / "d", *SPLIT, *FLUSH), timeout=TIMEOUT)
     stats = server.stats("a.bin")
