@@ -55,6 +55,7 @@ from bulkflex.errors import (
 from bulkflex.state import EntryRow, StateDB
 from bulkflex.transfer import events as ev
 from bulkflex.transfer.files import (
+    Chunks,
     FolderGuard,
     PartFile,
     PrefixHasher,
@@ -195,7 +196,7 @@ class _Job:
     send_token: bool = True
     last_flush: float = 0.0
     #: body bytes received but not yet written (held for the final hop of small files)
-    tail: bytearray = field(default_factory=bytearray)
+    tail: Chunks = field(default_factory=Chunks)
 
 
 @dataclass(slots=True)
@@ -610,6 +611,10 @@ class _Run:
                 for _ in range(self.options.connections_per_file - 1):
                     tg.start_soon(self._split_worker, split, None)
                 await self._split_worker(split, (primary, first))
+                if plan.done():
+                    # connections still queued for a host slot have nothing left to do, and
+                    # that slot may be the one this connection holds until the split ends
+                    tg.cancel_scope.cancel()
         finally:
             split.flusher = None
             with anyio.CancelScope(shield=True), anyio.move_on_after(30):
@@ -637,44 +642,48 @@ class _Run:
         """
         attempts = 0
         if first is not None:
-            claim, response = first
+            first_claim, response = first
             try:
-                await self._stream_claim(split, claim, response)
+                await self._stream_claim(split, first_claim, response)
             except _Retry as retry:
                 split.last_error = retry.reason
             finally:
                 # the open-ended request would go on sending bytes others own: drop it now
                 response.close()
-                split.plan.release(claim)
+                split.plan.release(first_claim)
                 split.wake()
         while split.broken is None and not split.plan.done():
-            released = split.released  # taken before looking, so no release goes unnoticed
-            next_claim = split.plan.claim()
-            if next_claim is None:
+            delay: float | None = 0.0
+            # The slot comes first, the claim second: a connection that owned bytes while it
+            # queued for a slot could starve the connections that hold the slots (deadlock).
+            async with self.pacer.slot(split.job.host) if first is None else _no_slot():
+                released = split.released  # taken before looking, so no release goes unnoticed
+                claim = split.plan.claim()
+                if claim is not None:
+                    try:
+                        await self._fetch_claim(split, claim)
+                        attempts = 0
+                    except _Retry as retry:
+                        split.last_error = retry.reason
+                        if retry.counts:
+                            attempts += 1
+                            delay = self.options.retry.delay(
+                                attempts, retry_after_s=retry.retry_after_s, rng=self.rng
+                            )
+                    finally:
+                        split.plan.release(claim)
+                        split.wake()
+            if delay is None:
+                return  # this connection's retries are spent; the others go on
+            if claim is None:
                 if not any(c.remaining for c in split.plan.claims):
                     return
                 await released.wait()  # a connection let go of a claim: look again
-                continue
-            claim = next_claim
-            try:
-                await self._fetch_claim(split, claim, take_slot=first is None)
-                attempts = 0
-            except _Retry as retry:
-                split.last_error = retry.reason
-                if not retry.counts:
-                    continue
-                attempts += 1
-                delay = self.options.retry.delay(
-                    attempts, retry_after_s=retry.retry_after_s, rng=self.rng
-                )
-                if delay is None:
-                    return
+            elif delay:
                 await anyio.sleep(delay)
-            finally:
-                split.plan.release(claim)
-                split.wake()
 
-    async def _fetch_claim(self, split: _Split, claim: Claim, *, take_slot: bool) -> None:
+    async def _fetch_claim(self, split: _Split, claim: Claim) -> None:
+        """Fetch ``[claim.pos, claim.end)``; the caller holds a host slot."""
         job = split.job
         request = RangeRequest(
             start=claim.pos,
@@ -690,38 +699,36 @@ class _Run:
         }
         if job.validator is not None and job.validator.if_range:
             headers["If-Range"] = job.validator.if_range
-        slot = self.pacer.slot(job.host) if take_slot else _no_slot()
-        async with slot:
-            if claim.remaining == 0:  # stolen entirely while we queued for a slot
-                return
-            generation = 0
-            if self.credentials is not None:
-                await self.credentials.wait_ready()
-                generation = self.credentials.generation
-            try:
-                async with self._open(job.row.url, headers, job.send_token) as response:
-                    decision = check_response(
-                        request, response.status, response.headers, now=time.time()
-                    )
-                    verdict = decision.verdict
-                    if verdict is Verdict.ACCEPT:
-                        job.auth_failures = 0
-                        await self._stream_claim(split, claim, response)
-                    elif verdict is Verdict.AUTH:
-                        job.send_token = True
-                        await self._renew_token(job, generation, decision.reason)
-                        raise _Retry(decision.reason, counts=False)
-                    elif verdict is Verdict.RETRY:
-                        if decision.retry_after_s is not None and response.status in (429, 503):
-                            self.pacer.pause(job.host, decision.retry_after_s)
-                        raise _Retry(decision.reason, retry_after_s=decision.retry_after_s)
-                    elif verdict is Verdict.FAIL and response.status in (404, 410):
-                        raise NotFound(f"HTTP {response.status} from {redact_url(job.row.url)}")
-                    else:  # a 200, a wrong Content-Range, a 416, another version: stop splitting
-                        split.broken = f"split request answered badly ({decision.reason})"
-                        raise _Retry(split.broken)
-            except _NETWORK_ERRORS as exc:
-                raise _Retry(_describe_network_error(exc)) from None
+        if claim.remaining == 0:
+            return
+        generation = 0
+        if self.credentials is not None:
+            await self.credentials.wait_ready()
+            generation = self.credentials.generation
+        try:
+            async with self._open(job.row.url, headers, job.send_token) as response:
+                decision = check_response(
+                    request, response.status, response.headers, now=time.time()
+                )
+                verdict = decision.verdict
+                if verdict is Verdict.ACCEPT:
+                    job.auth_failures = 0
+                    await self._stream_claim(split, claim, response)
+                elif verdict is Verdict.AUTH:
+                    job.send_token = True
+                    await self._renew_token(job, generation, decision.reason)
+                    raise _Retry(decision.reason, counts=False)
+                elif verdict is Verdict.RETRY:
+                    if decision.retry_after_s is not None and response.status in (429, 503):
+                        self.pacer.pause(job.host, decision.retry_after_s)
+                    raise _Retry(decision.reason, retry_after_s=decision.retry_after_s)
+                elif verdict is Verdict.FAIL and response.status in (404, 410):
+                    raise NotFound(f"HTTP {response.status} from {redact_url(job.row.url)}")
+                else:  # a 200, a wrong Content-Range, a 416, another version: stop splitting
+                    split.broken = f"split request answered badly ({decision.reason})"
+                    raise _Retry(split.broken)
+        except _NETWORK_ERRORS as exc:
+            raise _Retry(_describe_network_error(exc)) from None
 
     async def _stream_claim(
         self, split: _Split, claim: Claim, response: aiohttp.ClientResponse
@@ -841,23 +848,23 @@ class _Run:
         buffer = job.tail
         try:
             async for chunk in response.content.iter_any():
-                buffer += chunk
+                buffer.append(chunk)
                 received += len(chunk)
                 if end is not None and job.offset + len(buffer) > end:
-                    del buffer[end - job.offset :]
+                    buffer.keep(end - job.offset)
                     raise RemoteLied(f"the server sent more than the {end} bytes it announced")
                 if len(buffer) >= batch:
                     await self._write(job, buffer)
-                    buffer = job.tail = bytearray()
+                    buffer = job.tail = Chunks()
                 if detector.stalled(time.monotonic(), received):
                     raise _Retry(
                         f"stalled: under {self.options.stall.min_bytes_per_s:.0f} B/s "
                         f"for {self.options.stall.window_s:.0f}s"
                     )
         except _NETWORK_ERRORS as exc:
-            buffer += _salvage(response)
+            buffer.append(_salvage(response))
             if end is not None and job.offset + len(buffer) > end:
-                del buffer[end - job.offset :]
+                buffer.keep(end - job.offset)
             await self._save(job, buffer)
             raise _Retry(f"{_describe_network_error(exc)} after {received} bytes") from None
         except BaseException:
@@ -869,14 +876,14 @@ class _Run:
             raise _Retry(f"short body: got {job.offset} of {end} bytes")
         job.tail = buffer
 
-    async def _write(self, job: _Job, data: bytearray) -> None:
+    async def _write(self, job: _Job, data: Chunks) -> None:
         """Write ``data`` at ``job.offset`` in one thread hop; flush when the window is full."""
         offset, opened = job.offset, job.opened
 
         def write() -> None:
             if not opened:
                 job.part.open(truncate=offset == 0)
-            job.part.write_at(offset, data, job.hasher)
+            job.part.write_chunks_at(offset, data, job.hasher)
 
         await self.to_thread(write)
         job.opened = True
@@ -909,16 +916,16 @@ class _Run:
         # kill must not lose more than the flush window
         self.state.commit()
 
-    async def _save(self, job: _Job, buffer: bytearray) -> None:
+    async def _save(self, job: _Job, buffer: Chunks) -> None:
         """Keep bytes that did arrive: write and flush them (before a retry or on the way out)."""
-        if buffer:
+        if len(buffer):
             await self._write(job, buffer)
-        job.tail = bytearray()
+        job.tail = Chunks()
         await self._flush(job)
 
     async def _complete(self, job: _Job) -> bool:
         """Verify and finalise. True when the file is in place; False after a restart."""
-        tail, offset, opened = bytes(job.tail), job.offset, job.opened
+        tail, offset, opened = job.tail, job.offset, job.opened
         size = offset + len(tail)
         expected = job.row.size if job.row.size is not None else job.total
 
@@ -927,10 +934,10 @@ class _Run:
         grouped = size <= self._batch
 
         def finish() -> Verification:
-            if tail:
+            if len(tail):
                 if not opened:
                     job.part.open(truncate=offset == 0)
-                job.part.write_at(offset, tail, job.hasher)
+                job.part.write_chunks_at(offset, tail, job.hasher)
             return job.part.finish(
                 size,
                 expected_size=expected,
@@ -941,10 +948,10 @@ class _Run:
 
         result = await self.to_thread(finish)
         job.opened = False
-        if tail:
+        if len(tail):
             self.bytes_downloaded += len(tail)
             self.emit(ev.Progress(job.row.path, len(tail)))
-        job.offset, job.tail = size, bytearray()
+        job.offset, job.tail = size, Chunks()
         if result.ok:
             if grouped:
                 self.pending_final.append((job.row.id, size, job.part))
@@ -984,7 +991,7 @@ class _Run:
         job.validator = None
         job.total = None
         job.hasher = None
-        job.tail = bytearray()
+        job.tail = Chunks()
         job.opened = False  # the next write reopens with O_TRUNC
         self.state.reset(job.row.id, restart=changed)
 

@@ -28,6 +28,7 @@ from bulkflex.core.paths import PART_SUFFIX
 from bulkflex.errors import DestinationError, TransferError
 
 __all__ = [
+    "Chunks",
     "FolderGuard",
     "PartFile",
     "PrefixHasher",
@@ -76,6 +77,41 @@ class FolderGuard:
         if real != self._real_root and not real.startswith(self._real_root + os.sep):
             raise TransferError(f"folder {parent}/ resolves outside the destination (symlink)")
         self._known.add(parent)
+
+
+class Chunks:
+    """Body bytes as they came off the socket, kept as a list: no copy until the kernel's.
+
+    Joining chunks into one buffer costs a memcpy of every byte; ``os.pwritev`` takes the list
+    as it is, and the hasher is fed chunk by chunk.
+    """
+
+    __slots__ = ("_items", "_size")
+
+    def __init__(self) -> None:
+        self._items: list[bytes] = []
+        self._size = 0
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._items.append(data)
+            self._size += len(data)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def keep(self, length: int) -> None:
+        """Drop everything after the first ``length`` bytes."""
+        while self._size > length:
+            last = self._items.pop()
+            self._size -= len(last)
+            if self._size < length:
+                self._items.append(last[: length - self._size])
+                self._size = length
+
+    @property
+    def items(self) -> list[bytes]:
+        return self._items
 
 
 class PrefixHasher:
@@ -193,6 +229,31 @@ class PartFile:
             raise disk_error(exc, self.part) from exc
         if hasher is not None:
             hasher.feed(offset, data)
+
+    def write_chunks_at(self, offset: int, chunks: Chunks, hasher: PrefixHasher | None) -> None:
+        """Write ``chunks`` back to back from ``offset`` (one ``pwritev``), feeding ``hasher``."""
+        assert self._fd is not None, "open() first"
+        items = chunks.items
+        if len(items) == 1:
+            self.write_at(offset, items[0], hasher)
+            return
+        try:
+            written = os.pwritev(self._fd, items, offset) if len(items) <= 512 else 0
+            if written < len(chunks):  # partial write (or too many pieces): finish plainly
+                rest = b"".join(items)[written:]
+                position = offset + written
+                view = memoryview(rest)
+                while view:
+                    done = os.pwrite(self._fd, view, position)
+                    view = view[done:]
+                    position += done
+        except OSError as exc:
+            raise disk_error(exc, self.part) from exc
+        if hasher is not None:
+            position = offset
+            for item in items:
+                hasher.feed(position, item)
+                position += len(item)
 
     def sync(self) -> None:
         """fdatasync: after this returns, every byte written so far survives a crash."""
