@@ -210,7 +210,8 @@ class SegmentPlan:
         if slowest.remaining >= 2 * self.min_piece:
             return slowest
         rates = sorted(c.rate for c in active if c is not slowest and c.rate > 0)
-        if rates and slowest.remaining >= 2 * self.min_steal:
+        # a claim not measured yet (rate 0) has just started: it is not a straggler
+        if rates and slowest.rate > 0 and slowest.remaining >= 2 * self.min_steal:
             median = rates[len(rates) // 2]
             if slowest.rate < self.straggler_ratio * median:
                 return slowest

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 __all__ = ["RetryPolicy", "StallDetector", "StallRule", "parse_retry_after"]
@@ -83,21 +84,30 @@ class StallRule:
 
 @dataclass(slots=True)
 class StallDetector:
-    """Feed it ``(now, bytes so far)``; it says when the rule is broken. One per request."""
+    """Feed it ``(now, bytes so far)``; it says when the rule is broken. One per request.
+
+    Called for every network chunk, so it is O(1): it keeps at most one mark per
+    ``_MARK_EVERY_S`` seconds of the window, in a deque.
+    """
 
     rule: StallRule
     started: float
-    _marks: list[tuple[float, int]] = field(default_factory=list)
+    _marks: deque[tuple[float, int]] = field(default_factory=deque)
 
     def stalled(self, now: float, total_bytes: int) -> bool:
-        self._marks.append((now, total_bytes))
+        marks = self._marks
+        if not marks or now - marks[-1][0] >= _MARK_EVERY_S:
+            marks.append((now, total_bytes))
         horizon = now - self.rule.window_s
-        while len(self._marks) > 2 and self._marks[1][0] <= horizon:
-            self._marks.pop(0)
+        while len(marks) > 2 and marks[1][0] <= horizon:
+            marks.popleft()
         if now - self.started < self.rule.warmup_s + self.rule.window_s:
             return False
-        first_time, first_bytes = self._marks[0]
+        first_time, first_bytes = marks[0]
         elapsed = now - first_time
         if elapsed < self.rule.window_s * 0.5:
             return False
         return (total_bytes - first_bytes) / elapsed < self.rule.min_bytes_per_s
+
+
+_MARK_EVERY_S = 0.5
