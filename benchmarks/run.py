@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -403,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                         run_workload(w, file_sets[w], server, peers, args, rows, kills, notes)
                     except Exception as exc:  # keep the other workloads and the report
                         log(f"!! {w}/{profile} crashed: {exc!r}")
+                        log("".join(traceback.format_exc()))
                         notes.append(f"{w}/{profile}: harness error {exc!r}; results incomplete")
     except KeyboardInterrupt:
         interrupted = True
