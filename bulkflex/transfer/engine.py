@@ -738,28 +738,26 @@ class _Run:
         started = time.monotonic()
         detector = StallDetector(self.options.stall, started)
         received = 0
-        buffer = bytearray()
+        buffer = Chunks()
         try:
             async for chunk in response.content.iter_any():
                 room = claim.end - claim.pos - len(buffer)
                 if len(chunk) >= room:
-                    buffer += chunk[: max(room, 0)]
+                    buffer.append(chunk[: max(room, 0)])
                     break  # the claim is complete, or its tail was taken by another connection
-                buffer += chunk
+                buffer.append(chunk)
                 received += len(chunk)
                 if len(buffer) >= batch:
                     await self._write_claim(split, claim, buffer)
-                    buffer = bytearray()
+                    buffer = Chunks()
                 now = time.monotonic()
                 claim.rate = received / max(now - started, 1e-3)
                 if detector.stalled(now, received):
                     raise _Retry("stalled")
         except _NETWORK_ERRORS as exc:
-            buffer += _salvage(response)
-            room = claim.end - claim.pos
-            if len(buffer) > room:
-                del buffer[max(room, 0) :]
-            if buffer:
+            buffer.append(_salvage(response))
+            buffer.keep(max(claim.end - claim.pos, 0))
+            if len(buffer):
                 await self._write_claim(split, claim, buffer)
             if split.flusher is not None and not split.flushing:  # keep what arrived: sync now
                 split.flushing = True
@@ -767,18 +765,18 @@ class _Run:
             raise _Retry(_describe_network_error(exc)) from None
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-                if buffer:
+                if len(buffer):
                     await self._write_claim(split, claim, buffer)
             raise
-        if buffer:
+        if len(buffer):
             await self._write_claim(split, claim, buffer)
         if claim.remaining:
             raise _Retry(f"short body: {claim.remaining} bytes missing")
 
-    async def _write_claim(self, split: _Split, claim: Claim, data: bytearray) -> None:
+    async def _write_claim(self, split: _Split, claim: Claim, data: Chunks) -> None:
         offset = claim.pos
         job = split.job
-        await self.to_thread(job.part.write_at, offset, data, job.hasher)
+        await self.to_thread(job.part.write_chunks_at, offset, data, job.hasher)
         split.plan.advance(claim, len(data))
         self.bytes_downloaded += len(data)
         self.emit(ev.Progress(job.row.path, len(data)))
