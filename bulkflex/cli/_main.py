@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from bulkflex import __version__
 from bulkflex.cli import _commands
@@ -29,6 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # -v also works after the command (`bulkflex download ... -vv`): every sub-parser inherits it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="more log output (-vv for debug)",
+    )
+    original = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs["parents"] = [*kwargs.get("parents", []), common]
+        return original(name, **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
     for module in _commands.MODULES:
         module.add_parser(sub)
     return parser
@@ -54,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BulkflexError as exc:
         print(f"bulkflex: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # the reader went away (`bulkflex status DEST | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(
             "bulkflex: interrupted; progress is saved, run the same command to finish",
