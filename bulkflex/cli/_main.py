@@ -21,7 +21,7 @@ EXIT_DESTINATION = 4
 EXIT_INTERRUPTED = 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bulkflex",
         description="Fast, resumable, verified bulk downloads from STAC catalogs.",
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         return original(name, **kwargs)
 
     sub.add_parser = add_parser  # type: ignore[method-assign]
-    for module in _commands.MODULES:
+    for module in _commands.modules(argv):
         module.add_parser(sub)
     return parser
 
@@ -64,8 +64,9 @@ def _setup_logging(verbosity: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (``__main__`` passes it to ``sys.exit``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     _setup_logging(args.verbose)
     try:
         status: int = args.func(args)
