@@ -483,13 +483,5 @@ def download_on_cluster(
     summary = _combine(
         plan, summaries, time.monotonic() - started, stopped=stopping, unfinished=unfinished
     )
-    progress.emit(
-        ev.Finished(
-            summary.files_done,
-            summary.files_failed,
-            summary.files_skipped,
-            summary.bytes_downloaded,
-            summary.seconds,
-        )
-    )
+    progress.emit(ev.Finished.of(summary))
     return summary

@@ -1186,15 +1186,7 @@ async def download_async(
             failures=tuple(run.failures),
             interrupted=run.interrupted,
         )
-        run.emit(
-            ev.Finished(
-                summary.files_done,
-                summary.files_failed,
-                summary.files_skipped,
-                summary.bytes_downloaded,
-                summary.seconds,
-            )
-        )
+        run.emit(ev.Finished.of(summary))
         return summary
     finally:
         state.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "AuthPaused",
@@ -110,6 +110,19 @@ class AuthResumed(Event):
     host: str
 
 
+class _Totals(Protocol):
+    @property
+    def files_done(self) -> int: ...
+    @property
+    def files_failed(self) -> int: ...
+    @property
+    def files_skipped(self) -> int: ...
+    @property
+    def bytes_downloaded(self) -> int: ...
+    @property
+    def seconds(self) -> float: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Finished(Event):
     files_done: int
@@ -117,6 +130,17 @@ class Finished(Event):
     files_skipped: int
     bytes_downloaded: int
     seconds: float
+
+    @classmethod
+    def of(cls, summary: _Totals) -> Finished:
+        """The event for a run's (or a cluster job's) summary."""
+        return cls(
+            summary.files_done,
+            summary.files_failed,
+            summary.files_skipped,
+            summary.bytes_downloaded,
+            summary.seconds,
+        )
 
 
 EventCallback = Callable[[Event], None]

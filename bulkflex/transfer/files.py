@@ -217,16 +217,7 @@ class PartFile:
         self, offset: int, data: bytes | bytearray | memoryview, hasher: PrefixHasher | None
     ) -> None:
         """Write ``data`` at ``offset`` and feed it to ``hasher``."""
-        assert self._fd is not None, "open() first"
-        view = memoryview(data)
-        position = offset
-        try:
-            while view:
-                written = os.pwrite(self._fd, view, position)
-                view = view[written:]
-                position += written
-        except OSError as exc:
-            raise disk_error(exc, self.part) from exc
+        self._pwrite_all(memoryview(data), offset)
         if hasher is not None:
             hasher.feed(offset, data)
 
@@ -239,21 +230,25 @@ class PartFile:
             return
         try:
             written = os.pwritev(self._fd, items, offset) if len(items) <= 512 else 0
-            if written < len(chunks):  # partial write (or too many pieces): finish plainly
-                rest = b"".join(items)[written:]
-                position = offset + written
-                view = memoryview(rest)
-                while view:
-                    done = os.pwrite(self._fd, view, position)
-                    view = view[done:]
-                    position += done
         except OSError as exc:
             raise disk_error(exc, self.part) from exc
+        if written < len(chunks):  # a partial write (or too many pieces): finish plainly
+            self._pwrite_all(memoryview(b"".join(items))[written:], offset + written)
         if hasher is not None:
             position = offset
             for item in items:
                 hasher.feed(position, item)
                 position += len(item)
+
+    def _pwrite_all(self, view: memoryview, position: int) -> None:
+        assert self._fd is not None, "open() first"
+        try:
+            while view:
+                written = os.pwrite(self._fd, view, position)
+                view = view[written:]
+                position += written
+        except OSError as exc:
+            raise disk_error(exc, self.part) from exc
 
     def sync(self) -> None:
         """fdatasync: after this returns, every byte written so far survives a crash."""
