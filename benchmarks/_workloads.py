@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -61,6 +62,14 @@ def _set_name(count: int, size: int) -> str:
 def ensure_set(cache: Path, count: int, size: int) -> FileSet:
     """Return the set of ``count`` files of ``size`` bytes, generating it if needed."""
     name = _set_name(count, size)
+    cache.mkdir(parents=True, exist_ok=True)
+    # Concurrent runs share the cache: one generates, the others wait and then read its index.
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_locked(cache, name, count, size)
+
+
+def _ensure_locked(cache: Path, name: str, count: int, size: int) -> FileSet:
     root = cache / name
     index = root / "index.json"
     if index.is_file():

@@ -3,15 +3,15 @@
 # manifest is loaded into the state database with flat memory").
 #
 # Generates manifests of several sizes (default 10,000 / 100,000 / 1,000,000 lines, MAAP-like
-# lines with STAC context and a sha2-256 multihash; cached under benchmarks/.data/manifests/, not
-# committed), then for each one starts a fresh Python process that does only
+# lines with STAC context and a sha2-256 multihash) in a private temp folder (or in --cache DIR,
+# kept and reused), then for each one starts a fresh Python process that does only
 #     StateDB(dest).load_manifest(manifest)
 # and records its wall time and peak RSS (GNU time %M when installed, else ru_maxrss; see
 # _measure.py). A "0 lines" row is the same process loading an empty manifest: the interpreter +
 # bulkflex + SQLite floor. Flat memory means the peak RSS column stays near that floor while
 # the manifest grows 100x.
 #
-#   python benchmarks/bench_manifest_load.py [--lines 10000,100000,1000000] [--keep]
+#   python benchmarks/bench_manifest_load.py [--lines 10000,100000,1000000] [--cache DIR]
 
 from __future__ import annotations
 
@@ -70,9 +70,8 @@ def write_manifest(path: Path, lines: int) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description="peak RSS of loading manifests into the state DB")
     p.add_argument("--lines", default="10000,100000,1000000", help="comma-separated sizes")
-    p.add_argument("--cache", type=Path, default=HERE / ".data" / "manifests")
+    p.add_argument("--cache", type=Path, help="keep and reuse the manifests in this folder")
     p.add_argument("--timeout", type=float, default=1800.0)
-    p.add_argument("--keep", action="store_true", help="keep the generated manifests")
     args = p.parse_args()
     sizes = [0, *(int(x) for x in args.lines.split(",") if x.strip())]
     env = clean_env()
@@ -81,7 +80,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bulkflex-manifest-bench-"))
     try:
         for n in sizes:
-            manifest = args.cache / f"manifest-{n}.jsonl"
+            manifest = (args.cache or scratch) / f"manifest-{n}.jsonl"
             print(f"{n:>9,} lines: generating (cached)" if n else "empty manifest", flush=True)
             write_manifest(manifest, n)
             dest = scratch / f"dest-{n}"
@@ -114,8 +113,6 @@ def main() -> int:
             print(row)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        if not args.keep:
-            shutil.rmtree(args.cache, ignore_errors=True)
     return 0
 
 

@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -287,7 +288,7 @@ def run_workload(
     notes: list[str],
 ) -> None:
     """Every tool on one file set with one server profile, ``args.repeat`` times (appends)."""
-    scratch = args.cache / "scratch"
+    scratch: Path = args.scratch
     if w == "kill":
         bulkflex = next((p for p in peers if p.key == "bulkflex"), None)
         if bulkflex is None:
@@ -377,9 +378,20 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("aiohttp fallback server chosen with --server aiohttp")
 
     sets_root = args.cache / "sets"
-    scratch = args.cache / "scratch"
+    # Private per run: several runs (several engineers) may share benchmarks/.data at once.
+    args.cache.mkdir(parents=True, exist_ok=True)
+    scratch = args.scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=args.cache))
+    args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out / stamp
+    suffix = 1
+    while True:
+        try:
+            out.mkdir()
+            break
+        except FileExistsError:
+            suffix += 1
+            out = args.out / f"{stamp}-{suffix}"
     rows: list[Row] = []
     kills: list[KillResult] = []
     file_sets: dict[str, FileSet] = {}
@@ -429,7 +441,6 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "tools: " + versions,
     ]
-    out.mkdir(parents=True, exist_ok=True)
     chart_note = write_chart(out / "chart.png", rows)
     if chart_note:
         notes.append(chart_note)
