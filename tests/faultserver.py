@@ -50,6 +50,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from bulkflex.demo import ServerThread, start_app
+
 __all__ = [
     "FaultServer",
     "FileStats",
@@ -301,8 +303,9 @@ class FaultServer:
         self._content: dict[tuple[str, int, int], bytes] = {}
         self._runner: web.AppRunner | None = None
         self._port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = ServerThread(
+            self._start, self._stop, name="faultserver", what="fault server", timeout=15.0
+        )
         self._closing: asyncio.Event | None = None
         self._total_bytes = 0
         self._active = 0
@@ -475,13 +478,7 @@ class FaultServer:
         app = web.Application()
         app.router.add_route("GET", "/files/{name}", self._handle)
         app.router.add_route("HEAD", "/files/{name}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._runner = runner
-        sockets = [s for s in runner.addresses if isinstance(s, tuple)]
-        self._port = int(sockets[0][1])
+        self._runner, self._port = await start_app(app, "127.0.0.1", shutdown_timeout=1.0)
 
     async def _stop(self) -> None:
         if self._closing is not None:
@@ -500,52 +497,12 @@ class FaultServer:
 
     def start(self) -> FaultServer:
         """Start on a private event loop in a daemon thread; returns once it listens."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._start())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="faultserver", daemon=True)
         self._thread.start()
-        if not ready.wait(timeout=15):
-            raise RuntimeError("fault server did not start within 15 s")
-        if failure:
-            self._thread.join(timeout=5)
-            self._thread = None
-            raise failure[0]
         return self
 
     def stop(self) -> None:
         """Stop the thread started by :meth:`start`: closes every connection, joins the thread."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            future = asyncio.run_coroutine_threadsafe(self._stop(), loop)
-            future.result(timeout=15)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=15)
-            self._thread = None
-            self._loop = None
-        if thread.is_alive():
-            raise RuntimeError("fault server thread did not stop within 15 s")
+        self._thread.stop()
 
     def __enter__(self) -> FaultServer:
         return self.start()

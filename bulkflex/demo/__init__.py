@@ -7,9 +7,13 @@ from it, and stops it. From Python::
     with DemoServer() as server:              # or: async with DemoServer() as server:
         print(server.catalog_url)             # http://127.0.0.1:PORT/catalogue/
 
+:class:`ServerThread` and :func:`start_app` are the loopback-serving pieces the demo server is
+built on; the test servers reuse them.
+
 Data is synthetic and deterministic (see :mod:`bulkflex.demo.data`); nothing leaves 127.0.0.1.
 """
 
+from bulkflex.demo._threaded import ServerThread, start_app
 from bulkflex.demo.server import DemoConfig, DemoServer, Faults, Stats
 
-__all__ = ["DemoConfig", "DemoServer", "Faults", "Stats"]
+__all__ = ["DemoConfig", "DemoServer", "Faults", "ServerThread", "Stats", "start_app"]

@@ -14,13 +14,12 @@ only; port 0 (the default) picks a free one.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from aiohttp import web
 
+from bulkflex.demo._threaded import ServerThread, start_app
 from bulkflex.demo.app import make_app
 from bulkflex.demo.catalog import Catalog
 from bulkflex.demo.content import ContentStore
@@ -148,8 +147,9 @@ class DemoServer:
         )
         self._runner: web.AppRunner | None = None
         self._port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = ServerThread(
+            self.start_async, self.stop_async, name="bulkflex-demo", what="demo server"
+        )
 
     # -- addresses --------------------------------------------------------------------------
 
@@ -196,16 +196,14 @@ class DemoServer:
     # -- lifecycle on the caller's loop ---------------------------------------------------------
 
     async def start_async(self) -> DemoServer:
-        app = make_app(self.state)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
-        await site.start()
+        runner, self._port = await start_app(
+            make_app(self.state),
+            self.config.host,
+            self.config.port,
+            handler_cancellation=True,
+            reuse_address=True,
+        )
         self._runner = runner
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        self._port = int(sockets[0].getsockname()[1])
         return self
 
     async def stop_async(self) -> None:
@@ -228,51 +226,21 @@ class DemoServer:
     # -- lifecycle in a thread ------------------------------------------------------------------
 
     def start(self) -> DemoServer:
-        """Start on a private event loop in a daemon thread; returns once it listens."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        loop = asyncio.new_event_loop()
-        self._loop = loop
+        """Start on a private event loop in a daemon thread; returns once it listens.
 
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="bulkflex-demo", daemon=True)
+        Raises whatever starting raised (:class:`OSError` for a port in use), or
+        :class:`RuntimeError` if already started or not listening within 30 s.
+        """
         self._thread.start()
-        if not ready.wait(timeout=30):
-            raise RuntimeError("the demo server did not start within 30 s")
-        if failure:
-            self._thread.join(timeout=5)
-            self._thread = None
-            raise failure[0]
         return self
 
     def stop(self) -> None:
-        """Stop the thread started by :meth:`start`: closes connections, joins the thread."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self.stop_async(), loop).result(timeout=30)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=30)
-            self._thread = None
-            self._loop = None
+        """Stop the thread started by :meth:`start`: closes connections, joins the thread.
+
+        Does nothing if not started. Raises :class:`RuntimeError` if the thread is still alive
+        30 s later.
+        """
+        self._thread.stop()
 
     def __enter__(self) -> DemoServer:
         return self.start()

@@ -42,6 +42,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bulkflex.demo import ServerThread, start_app
+
 CHUNK = 16 * 1024
 OFFLINE_TOKEN = "offline-7f3a9c2e5b1d4e6f8a0b"
 
@@ -105,8 +107,9 @@ class AuthServer:
         self.authorization_seen: list[tuple[str, str | None]] = []  # (path, header) per request
         self._write_token_file()
         self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = ServerThread(
+            self._start, self._stop, name=f"authserver-{host}", what="auth server", timeout=15.0
+        )
         self.port = 0
 
     # -- setup ---------------------------------------------------------------------------
@@ -235,13 +238,7 @@ class AuthServer:
         app.router.add_get("/redirect/{name}", self._redirect)
         app.router.add_get("/token", self._token)
         app.router.add_post("/oidc", self._oidc)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        sockets = [s for s in runner.addresses if isinstance(s, tuple)]
-        self.port = int(sockets[0][1])
+        self._runner, self.port = await start_app(app, self.host, shutdown_timeout=1.0)
 
     async def _stop(self) -> None:
         if self._runner is not None:
@@ -249,42 +246,8 @@ class AuthServer:
             self._runner = None
 
     def __enter__(self) -> AuthServer:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-
-        def serve() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._start())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name=f"authserver-{self.host}", daemon=True)
         self._thread.start()
-        if not ready.wait(timeout=15):
-            raise RuntimeError("auth server did not start within 15 s")
-        if failure:
-            self._thread.join(timeout=5)
-            raise failure[0]
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._stop(), loop).result(timeout=15)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=15)
-            self._thread = None
-            self._loop = None
+        self._thread.stop()
