@@ -53,7 +53,7 @@ from bulkflex.stac.params import parse_bbox, parse_datetime, parse_ids, parse_in
 from bulkflex.stac.properties import parse_free_text
 
 if TYPE_CHECKING:
-    from bulkflex.demo.server import DemoState
+    from bulkflex.demo.server import DemoState, Stats
 
 __all__ = ["CONFORMANCE", "FLAT_PREFIX", "flat_spec", "make_app", "parse_instant"]
 
@@ -528,28 +528,10 @@ class _Handlers:
             "Accept-Ranges": "bytes",
             "Content-Type": asset.media_type,
         }
-        start, end, status = 0, size, 200
-        range_header = request.headers.get("Range")
-        if_range = request.headers.get("If-Range")
-        if range_header is not None and (
-            if_range is None or if_range.strip() in (etag, last_modified)
-        ):
-            parsed = _parse_range(range_header, size)
-            if parsed == "unsatisfiable":
-                stats.range_requests += 1
-                return web.Response(
-                    status=416, headers={**headers, "Content-Range": f"bytes */{size}"}
-                )
-            if isinstance(parsed, tuple):
-                stats.range_requests += 1
-                start, end = parsed
-                status = 206
-                headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        headers["Content-Length"] = str(end - start)
-        response = web.StreamResponse(status=status, headers=headers)
-        await response.prepare(request)
-        if request.method == "HEAD":
+        response, span = await _open_ranged(request, size, headers, stats)
+        if span is None:
             return response
+        start, end = span
         cut = end
         if (
             faults.drop_after_bytes is not None
@@ -624,27 +606,10 @@ class _Handlers:
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
         }
-        start, end, status = 0, size, 200
-        range_header = request.headers.get("Range")
-        if_range = request.headers.get("If-Range")
-        if range_header is not None and (
-            if_range is None or if_range.strip() in (etag, _FLAT_MODIFIED)
-        ):
-            parsed = _parse_range(range_header, size)
-            if parsed == "unsatisfiable":
-                return web.Response(
-                    status=416, headers={**headers, "Content-Range": f"bytes */{size}"}
-                )
-            if isinstance(parsed, tuple):
-                state.stats.range_requests += 1
-                start, end = parsed
-                status = 206
-                headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        headers["Content-Length"] = str(end - start)
-        response = web.StreamResponse(status=status, headers=headers)
-        await response.prepare(request)
-        if request.method == "HEAD":
+        response, span = await _open_ranged(request, size, headers, state.stats)
+        if span is None:
             return response
+        start, end = span
         rate = config.flat_rate
         began = time.monotonic()
         sent = 0
@@ -727,6 +692,40 @@ class _Handlers:
                 "time": int(time.time()),
             }
         )
+
+
+async def _open_ranged(
+    request: web.Request, size: int, headers: dict[str, str], stats: Stats
+) -> tuple[web.StreamResponse, tuple[int, int] | None]:
+    """Answer a file of ``size`` bytes: the response and the ``[start, end)`` still to send.
+
+    ``headers`` carries the file's ``ETag`` and ``Last-Modified``: an ``If-Range`` equal to either
+    lets a single ``Range`` through (206 with ``Content-Range``); any other ``If-Range``, several
+    ranges or a malformed header get a 200 with the whole file. An unsatisfiable range gets a 416
+    (``Content-Range: bytes */size``). Both a 206 and a 416 count in ``stats.range_requests``.
+    The span is None when nothing more is to be sent (a 416, not yet prepared; a HEAD, prepared).
+    """
+    start, end, status = 0, size, 200
+    range_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    validators = (headers["ETag"], headers["Last-Modified"])
+    if range_header is not None and (if_range is None or if_range.strip() in validators):
+        parsed = _parse_range(range_header, size)
+        if parsed == "unsatisfiable":
+            stats.range_requests += 1
+            unsatisfiable = {**headers, "Content-Range": f"bytes */{size}"}
+            return web.Response(status=416, headers=unsatisfiable), None
+        if isinstance(parsed, tuple):
+            stats.range_requests += 1
+            start, end = parsed
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response, None
+    return response, (start, end)
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
