@@ -51,6 +51,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from bulkflex.demo import ServerThread, start_app
+from bulkflex.demo.app import parse_range
 
 __all__ = [
     "FaultServer",
@@ -246,44 +247,6 @@ class _File:
 
     def size_of(self, version: int) -> int:
         return self.sizes.get(version, self.size)
-
-
-class _Range:
-    """A parsed single byte range, ``[start, end)``; ``unsatisfiable`` for a 416."""
-
-    def __init__(self, start: int, end: int, unsatisfiable: bool = False) -> None:
-        self.start = start
-        self.end = end
-        self.unsatisfiable = unsatisfiable
-
-
-def _parse_range(header: str, size: int) -> _Range | None:
-    """Parse a ``Range`` header against a file of ``size`` bytes.
-
-    None for a header the server ignores (not ``bytes=``, several ranges, bad syntax): those get
-    a 200 with the whole file, as RFC 9110 allows.
-    """
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    try:
-        if first == "":
-            suffix = int(last)
-            if suffix <= 0:
-                return _Range(0, 0, unsatisfiable=True)
-            return _Range(max(0, size - suffix), size) if size else _Range(0, 0, True)
-        start = int(first)
-        end = size if last == "" else min(int(last) + 1, size)
-    except ValueError:
-        return None
-    if start < 0 or (last != "" and int(last) < start):
-        return None
-    if start >= size:
-        return _Range(0, 0, unsatisfiable=True)
-    return _Range(start, end)
 
 
 class FaultServer:
@@ -618,13 +581,13 @@ class FaultServer:
                 etag if entry.etag else None,
                 last_modified if entry.last_modified else None,
             )
-            parsed = _parse_range(range_header, size) if honour else None
-            if parsed is not None and parsed.unsatisfiable:
+            parsed = parse_range(range_header, size) if honour else None
+            if parsed == "unsatisfiable":
                 headers["Content-Range"] = f"bytes */{size}"
                 record.status = 416
                 return web.Response(status=416, headers=headers)
             if parsed is not None:
-                status, start, end = 206, parsed.start, parsed.end
+                status, (start, end) = 206, parsed
 
         label_total = size
         if status == 206 and rule.wrong_content_range == "start":

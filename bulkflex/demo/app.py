@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -55,7 +55,7 @@ from bulkflex.stac.properties import parse_free_text
 if TYPE_CHECKING:
     from bulkflex.demo.server import DemoState, Stats
 
-__all__ = ["CONFORMANCE", "FLAT_PREFIX", "flat_spec", "make_app", "parse_instant"]
+__all__ = ["CONFORMANCE", "FLAT_PREFIX", "flat_spec", "make_app", "parse_instant", "parse_range"]
 
 log = logging.getLogger(__name__)
 
@@ -710,7 +710,7 @@ async def _open_ranged(
     if_range = request.headers.get("If-Range")
     validators = (headers["ETag"], headers["Last-Modified"])
     if range_header is not None and (if_range is None or if_range.strip() in validators):
-        parsed = _parse_range(range_header, size)
+        parsed = parse_range(range_header, size)
         if parsed == "unsatisfiable":
             stats.range_requests += 1
             unsatisfiable = {**headers, "Content-Range": f"bytes */{size}"}
@@ -728,11 +728,14 @@ async def _open_ranged(
     return response, (start, end)
 
 
-def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
-    """A single ``bytes=`` range -> (start, end exclusive); "unsatisfiable"; None to ignore.
+def parse_range(header: str, size: int) -> tuple[int, int] | Literal["unsatisfiable"] | None:
+    """A ``Range`` header against a file of ``size`` bytes: ``(start, end)`` with ``end``
+    exclusive and clamped to ``size``, ``"unsatisfiable"`` (answer 416), or None to ignore it.
 
-    Multiple ranges and malformed headers are ignored (a 200 with the whole file, as RFC 9110
-    allows).
+    Ignored (a 200 with the whole file, as RFC 9110 allows): a unit other than ``bytes``,
+    several ranges, bad syntax, ``last < first``. Unsatisfiable: a first byte at or past the end,
+    a suffix of 0 bytes, any suffix of an empty file. ``bytes=-N`` is the last N bytes (all of a
+    shorter file).
     """
     unit, _, spec = header.partition("=")
     if unit.strip().lower() != "bytes" or "," in spec:
@@ -743,7 +746,7 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     try:
         if first == "":
             suffix = int(last)
-            if suffix <= 0:
+            if suffix <= 0 or size == 0:
                 return "unsatisfiable"
             return max(0, size - suffix), size
         start = int(first)
