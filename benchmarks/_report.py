@@ -31,6 +31,8 @@ class ToolRun:
     problems: int  # files missing or not matching their sha256
     requests: int
     served_bytes: int
+    peak_in_flight: int = 0  # most data requests in flight at once (server's access log)
+    connections: int = 0  # distinct TCP connections used
     first_problem: str = ""
     log_tail: str = ""
     killed_at: float | None = None  # seconds after the start at which the harness sent SIGKILL
@@ -151,14 +153,16 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
         ref_cpu = ref.cpu_per_gib() if ref else None
         out.append(
             "| tool | MiB/s | CPU s/GiB | peak RSS MiB | bulkflex speed × | bulkflex CPU × "
-            "| requests | served MiB | runs |"
+            "| requests | served MiB | in flight | conns | runs |"
         )
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         ordered = sorted(group, key=lambda r: -(r.mib_s() or -1.0))
         for row in ordered:
             good = row.good_runs() or row.runs
             reqs = statistics.median(r.requests for r in good) if good else None
             served = statistics.median(r.served_bytes / MiB for r in good) if good else None
+            flight = max((r.peak_in_flight for r in good), default=None)
+            conns = statistics.median(r.connections for r in good) if good else None
             is_ref = row.tool == "bulkflex"
             name = f"**{row.label}**" if is_ref else row.label
             out.append(
@@ -166,7 +170,8 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
                 f"| {_fmt(row.rss_mib(), 0)} "
                 f"| {'' if is_ref else _ratio(ref_speed, row.mib_s())} "
                 f"| {'' if is_ref else _ratio(ref_cpu, row.cpu_per_gib())} "
-                f"| {_fmt(reqs, 0)} | {_fmt(served, 0)} | {row.status()} |"
+                f"| {_fmt(reqs, 0)} | {_fmt(served, 0)} | {_fmt(flight, 0)} | {_fmt(conns, 0)} "
+                f"| {row.status()} |"
             )
         peers = [r for r in ordered if r.tool != "bulkflex" and r.mib_s() is not None]
         if ref_speed is not None and peers:

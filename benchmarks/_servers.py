@@ -6,8 +6,9 @@
 #                for a long round trip: this kernel has no netem. Without the Lua module the
 #                delay is missing and the report says so.
 # The config lives in a temp folder; the server is always stopped (context manager). Both servers
-# write the same access-log line per request ("METHOD URI STATUS BODY_BYTES "RANGE""), which is
-# how bytes served per run are counted, and answer /__status with "Active connections: N".
+# write the same access-log line per request ("METHOD URI STATUS BODY_BYTES END_TIME DURATION
+# CONNECTION_ID "RANGE""), which is how bytes served, requests in flight and connections opened
+# per run are counted, and answer /__status with "Active connections: N".
 
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ class Served:
     requests: int
     data_requests: int  # GET answered 200/206 outside folder listings
     body_bytes: int
+    peak_in_flight: int = 0  # most data requests being answered at the same moment (1 ms clock)
+    connections: int = 0  # distinct TCP connections the requests came on
 
 
 @dataclass
@@ -63,6 +66,9 @@ class LogEntry:
     status: str
     body_bytes: int
     range: str  # the request's Range header, "-" when none
+    start: float = 0.0  # Unix time the request was read (ms resolution)
+    end: float = 0.0  # Unix time the response was done (or aborted)
+    connection: str = ""  # server-side serial number of the connection
 
     @property
     def is_data(self) -> bool:
@@ -89,7 +95,8 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    log_format bench '$request_method $request_uri $status $body_bytes_sent "$http_range"';
+    log_format bench '$request_method $request_uri $status $body_bytes_sent $msec $request_time '
+                     '$connection "$http_range"';
     access_log {tmp}/access.log bench;
     client_body_temp_path {tmp}/client_body;
     proxy_temp_path {tmp}/proxy;
@@ -305,15 +312,39 @@ class Server:
             lines = []
         entries: list[LogEntry] = []
         for line in lines:
-            parts = line.split(" ", 4)
-            if len(parts) < 4 or not parts[3].isdigit():
+            parts = line.split(" ", 7)
+            if len(parts) < 8 or not parts[3].isdigit():
                 continue
-            rng = parts[4].strip('"') if len(parts) > 4 else "-"
-            entries.append(LogEntry(parts[0], parts[1], parts[2], int(parts[3]), rng))
+            end, took = float(parts[4]), float(parts[5])
+            entries.append(
+                LogEntry(
+                    parts[0],
+                    parts[1],
+                    parts[2],
+                    int(parts[3]),
+                    parts[7].strip('"'),
+                    start=end - took,
+                    end=end,
+                    connection=parts[6],
+                )
+            )
         return entries
 
     def served_since(self, offset: int) -> Served:
         """Requests and body bytes logged after ``offset``."""
         entries = self.entries_since(offset)
-        data = sum(1 for e in entries if e.is_data)
-        return Served(len(entries), data, sum(e.body_bytes for e in entries))
+        data = [e for e in entries if e.is_data]
+        # Peak of data requests in flight. The log has 1 ms resolution, so each request is taken
+        # to last until 1 ms after its logged end (an upper bound for sub-millisecond requests).
+        events = sorted([(e.start, 1) for e in data] + [(e.end + 0.001, -1) for e in data])
+        peak = level = 0
+        for _, step in events:
+            level += step
+            peak = max(peak, level)
+        return Served(
+            len(entries),
+            len(data),
+            sum(e.body_bytes for e in entries),
+            peak_in_flight=peak,
+            connections=len({e.connection for e in entries}),
+        )

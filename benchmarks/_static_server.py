@@ -34,15 +34,21 @@ class Server:
         self.delay = delay
         self.in_flight = 0
 
-    def _log(self, request: web.Request, status: int, sent: int) -> None:
+    def _log(self, request: web.Request, status: int, sent: int, started: float) -> None:
         rng = request.headers.get("Range", "-")
-        self.log.write(f'{request.method} {request.path_qs} {status} {sent} "{rng}"\n')
+        now = time.time()
+        conn = id(request.transport)
+        self.log.write(
+            f"{request.method} {request.path_qs} {status} {sent} {now:.3f} {now - started:.3f} "
+            f'{conn} "{rng}"\n'
+        )
 
     async def status(self, request: web.Request) -> web.Response:
         return web.Response(text=f"Active connections: {self.in_flight + 1}\n")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
+        started = time.time()
         sent = 0
         status = 500
         try:
@@ -113,7 +119,7 @@ class Server:
             return resp
         finally:
             self.in_flight -= 1
-            self._log(request, status, sent)
+            self._log(request, status, sent, started)
 
     def _listing(self, folder: Path) -> web.Response:
         rows = ['<a href="../">../</a>']

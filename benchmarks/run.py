@@ -188,6 +188,8 @@ def run_tool(
         problems=len(problems),
         requests=served.data_requests,
         served_bytes=served.body_bytes,
+        peak_in_flight=served.peak_in_flight,
+        connections=served.connections,
         first_problem=problems[0] if problems else "",
         log_tail="" if result.exit_code == 0 else result.log,
         killed_at=result.killed_at,
@@ -204,7 +206,8 @@ def _describe(run: ToolRun, total: int) -> str:
     )
     return (
         f"{run.wall:7.2f} s {speed:8.1f} MiB/s cpu {run.cpu:6.2f} s "
-        f"rss {run.maxrss_kib / 1024:6.0f} MiB  {run.requests} data requests  {state}"
+        f"rss {run.maxrss_kib / 1024:6.0f} MiB  {run.requests} data requests "
+        f"(<= {run.peak_in_flight} in flight, {run.connections} conns)  {state}"
     )
 
 
