@@ -28,7 +28,13 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from bulkflex.auth._policy import HostScope, RefreshPolicy, jwt_expiry, renew_at, same_origin
+from bulkflex.auth._policy import (
+    HostScope,
+    RefreshPolicy,
+    bearer_header,
+    jwt_expiry,
+    renew_at,
+)
 from bulkflex.auth._redact import SecretFilter
 from bulkflex.auth._sources import TokenSource, TokenUnavailable
 from bulkflex.errors import AuthError
@@ -114,12 +120,7 @@ class Credentials:
         ``url`` in scheme, host or port: a token is never carried across such a redirect,
         even to another host in scope. A new dict on every call.
         """
-        token = self._token
-        if token is None or not self.scope.covers(url):
-            return {}
-        if origin_url is not None and not same_origin(url, origin_url):
-            return {}
-        return {"Authorization": f"Bearer {token}"}
+        return bearer_header(self._token, self.scope, url, origin_url=origin_url)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -181,3 +181,16 @@ class HostScope:
             return False
         _, host, port = origin
         return host in self.entries or f"{host}:{port}" in self.entries
+
+
+def bearer_header(
+    token: str | None, scope: HostScope, url: str, *, origin_url: str | None = None
+) -> dict[str, str]:
+    """The one rule for where a token goes: ``{"Authorization": "Bearer ..."}`` only when a
+    token is held, ``url``'s host is in ``scope``, and (for a redirect, ``origin_url`` given)
+    ``url`` has the same scheme, host and port as where the request chain started."""
+    if token is None or not scope.covers(url):
+        return {}
+    if origin_url is not None and not same_origin(url, origin_url):
+        return {}
+    return {"Authorization": f"Bearer {token}"}

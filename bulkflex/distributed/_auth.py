@@ -30,7 +30,8 @@ import anyio
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal
 
-from bulkflex.auth import Credentials, HostScope, SecretFilter, install_secret_filter, same_origin
+from bulkflex.auth import Credentials, HostScope, SecretFilter, install_secret_filter
+from bulkflex.auth._policy import bearer_header
 from bulkflex.errors import AuthError
 
 __all__ = ["ClusterCredentials", "TokenRelay", "TokenState"]
@@ -88,12 +89,7 @@ class ClusterCredentials:
 
     def header_for(self, url: str, *, origin_url: str | None = None) -> dict[str, str]:
         """As :meth:`bulkflex.auth.Credentials.header_for`: in scope and same origin only."""
-        token = self._token
-        if token is None or not self.scope.covers(url):
-            return {}
-        if origin_url is not None and not same_origin(url, origin_url):
-            return {}
-        return {"Authorization": f"Bearer {token}"}
+        return bearer_header(self._token, self.scope, url, origin_url=origin_url)
 
     def adopt(self, state: TokenState) -> None:
         """Take a newer token (or a newer failure) from the client's published state."""
