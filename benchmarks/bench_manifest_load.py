@@ -81,7 +81,7 @@ def main() -> int:
     try:
         for n in sizes:
             manifest = (args.cache or scratch) / f"manifest-{n}.jsonl"
-            print(f"{n:>9,} lines: generating (cached)" if n else "empty manifest", flush=True)
+            print(f"{n:>9,} lines: generating and loading" if n else "empty manifest", flush=True)
             write_manifest(manifest, n)
             dest = scratch / f"dest-{n}"
             dest.mkdir()
