@@ -152,6 +152,8 @@ class SegmentPlan:
         size: the file's size.
         written: bytes already on disk (e.g. durable extents from an earlier run).
         min_piece: no claim smaller than this is created by splitting another one.
+        max_claim: a connection takes at most this much of a free run at once (its "share"),
+            so that bytes are handed out before anyone has to cut another request short.
         straggler_ratio: a claim whose rate is below this fraction of the median rate of the
             others has its tail taken even when it is smaller than two pieces (no "stuck at
             99 %"), as long as at least ``min_steal`` bytes remain.
@@ -165,12 +167,14 @@ class SegmentPlan:
         min_piece: int,
         straggler_ratio: float = 0.25,
         min_steal: int = 1024 * 1024,
+        max_claim: int | None = None,
     ) -> None:
         self.size = size
         self.written = written
         self.min_piece = max(1, min_piece)
         self.straggler_ratio = straggler_ratio
         self.min_steal = min_steal
+        self.max_claim = max_claim
         self.claims: list[Claim] = []
 
     def done(self) -> bool:
@@ -187,7 +191,10 @@ class SegmentPlan:
         """Work for an idle connection, or None when there is nothing worth taking."""
         free = max(self._owned().gaps(self.size), key=lambda s: s.length, default=None)
         if free is not None:
-            new = Claim(free.start, free.end, free.start)
+            end = free.end
+            if self.max_claim is not None:
+                end = min(end, free.start + self.max_claim)
+            new = Claim(free.start, end, free.start)
             self.claims.append(new)
             return new
         victim = self._victim()

@@ -186,6 +186,8 @@ class _Job:
     no_range: bool = False
     #: a split request was answered badly: use one connection for this file
     no_split: bool = False
+    #: end (exclusive) of the current request when it asked for a bounded first share
+    request_end: int | None = None
     #: every durable byte range (a split file may have several; one stream uses the prefix)
     extents: Extents = field(default_factory=Extents)
     #: restarts from 0 because the file changed or failed verification, this run
@@ -486,16 +488,26 @@ class _Run:
             await self._restart(job, "the server cannot resume this file", changed=False)
         # a file worth splitting is asked for with "Range: bytes=0-": a 206 proves the server
         # can serve ranges before a second connection relies on it
-        ranged = job.offset > 0 or self._may_split(job, job.row.size)
+        splitting = self._may_split(job, job.row.size)
+        ranged = job.offset > 0 or splitting
+        # A file that will be split asks only for its first share, so that no other connection
+        # has to cut this request short (bytes sent past a cut are wasted); a resumed one asks
+        # to the end, because its gaps are not known to be worth splitting yet.
+        job.request_end = (
+            self._first_share(job.row.size)
+            if splitting and job.offset == 0 and job.row.size is not None
+            else None
+        )
         request = RangeRequest(
             start=job.offset,
+            end=job.request_end,
             ranged=ranged,
             validator=job.validator if ranged else None,
             known_total=job.total if ranged else None,
         )
         headers = {"Accept-Encoding": "identity", "User-Agent": self.options.user_agent}
         if ranged:
-            headers["Range"] = range_header(job.offset, None)
+            headers["Range"] = range_header(job.offset, job.request_end)
             if job.validator is not None and job.validator.if_range:
                 headers["If-Range"] = job.validator.if_range
         async with self.pacer.slot(job.host):
@@ -568,12 +580,21 @@ class _Run:
                 job.hasher = PrefixHasher(job.checksum.new_hasher())
         elif job.offset > 0:
             self.emit(ev.Resumed(row.path, job.offset))
-        if response.status == 206 and self._may_split(job, decision.total):
+        if response.status == 206 and (
+            job.request_end is not None or self._may_split(job, decision.total)
+        ):
             await self._split(job, response)
         else:
             await self._stream(job, response, decision)
 
     # -- several connections for one file ----------------------------------------------------
+
+    def _first_share(self, size: int) -> int:
+        """End of the first connection's share of a file about to be split: an even share,
+        aligned to a piece, never less than one piece."""
+        share = -(-size // self.options.connections_per_file)
+        piece = self.options.split_piece
+        return min(size, max(piece, -(-share // piece) * piece))
 
     def _may_split(self, job: _Job, size: int | None) -> bool:
         return (
@@ -587,8 +608,9 @@ class _Run:
     async def _split(self, job: _Job, first: aiohttp.ClientResponse) -> None:
         """Fetch the rest of the file over up to ``connections_per_file`` connections.
 
-        ``first`` is the accepted 206 for ``[job.offset, end of file)``. It becomes the first
-        claim; the other connections take halves of what is left (see ``SegmentPlan``). Every
+        ``first`` is the accepted 206 for ``[job.offset, job.request_end or end of file)``.
+        It becomes the first claim; the other connections take shares of what is left, then
+        halves of what others still have (see ``SegmentPlan``). Every
         byte is checked like any range: an answer that is not the exact 206 asked for stops
         the split for this file, and the file continues on one stream from its durable prefix.
         Returns with the file complete on disk, or raises ``_Retry``.
@@ -596,13 +618,20 @@ class _Run:
         assert job.total is not None
         total = job.total
         written = job.extents.add(Segment(0, job.offset)) if job.offset else job.extents
-        plan = SegmentPlan(total, written, min_piece=self.options.split_piece)
+        plan = SegmentPlan(
+            total,
+            written,
+            min_piece=self.options.split_piece,
+            max_claim=self._first_share(total),
+        )
         split = _Split(job=job, plan=plan, flushed=written.total)
         if not job.opened:
             fresh = written.total == 0
             await self.to_thread(lambda: job.part.open(truncate=fresh, preallocate=total))
             job.opened = True
         boundary = next(plan.written.gaps(total)).end if not plan.done() else total
+        if job.request_end is not None:
+            boundary = min(boundary, job.request_end)
         primary = Claim(job.offset, boundary, job.offset)
         plan.claims.append(primary)
         try:

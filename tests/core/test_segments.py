@@ -111,3 +111,18 @@ def test_prefix_hasher_hashes_in_passing_and_catches_up_the_rest(tmp_path) -> No
     part.close()
     hasher.catch_up(part.part, len(data))
     assert hasher.digest() == hashlib.sha256(data).digest()
+
+
+def test_free_runs_are_handed_out_in_shares_before_anything_is_stolen() -> None:
+    plan = SegmentPlan(64 * MiB, Extents(), min_piece=4 * MiB, max_claim=16 * MiB)
+    claims = [plan.claim() for _ in range(4)]
+    assert [(c.start, c.end) for c in claims if c] == [
+        (0, 16 * MiB),
+        (16 * MiB, 32 * MiB),
+        (32 * MiB, 48 * MiB),
+        (48 * MiB, 64 * MiB),
+    ]
+    assert all(c.end - c.start == 16 * MiB for c in claims if c)  # nobody was cut short
+    fifth = plan.claim()  # now the only way to help is to steal half of someone's share
+    assert fifth is not None and fifth.end == 16 * MiB and claims[0] is not None
+    assert claims[0].end == fifth.start

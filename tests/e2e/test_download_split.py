@@ -112,7 +112,8 @@ def test_split_file_arrives_exact_over_concurrent_bounded_ranges(
     stats = server.stats("a.bin")
     log = request_log(stats)
     gets = stats.gets
-    assert gets[0].range == "bytes=0-" and gets[0].status == 206, log
+    # the first request asks for its own share only (a 206 proves ranges work)
+    assert bounded(gets[0]) == (0, size // PER_FILE) and gets[0].status == 206, log
     assert gets[0].if_range is None, log  # nothing on disk yet: no version to hold on to
     rest = gets[1:]
     assert len(rest) >= 2, log
@@ -124,6 +125,8 @@ def test_split_file_arrives_exact_over_concurrent_bounded_ranges(
     # the ranges tile the file: together they cover it, and little is sent twice
     assert Extents.of(served(r, size) for r in gets).covers(size), log
     assert overlap(gets, size) <= len(gets) * IN_FLIGHT, log
+    # shares are handed out before anything is cut short: no byte is sent twice
+    assert sum(r.bytes_sent for r in gets) == size, log
     assert stats.max_connected >= 3, log  # side by side, not one after the other
     assert stats.max_connected <= PER_FILE, log
 
@@ -303,8 +306,8 @@ def test_checksum_of_a_split_file_is_verified(server: FaultServer, tmp_path: Pat
 def test_straggler_loses_its_tail_and_the_file_finishes(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    """The first connection crawls (its request, ``bytes=0-``, is throttled 12 times more):
-    an idle connection takes the back half of what it has left.
+    """The first connection crawls (its request, for the first share from byte 0, is throttled
+    12 times more): an idle connection takes the back half of what it has left.
 
     Without a steal every bounded request asks for at least ``PIECE`` bytes (halves of runs of
     two pieces or more); the steal asks for half of the straggler's rest, which is less.
@@ -320,7 +323,7 @@ def test_straggler_loses_its_tail_and_the_file_finishes(
 
     gets = stats.gets
     slow = gets[0]
-    assert slow.range == "bytes=0-", log
+    assert bounded(slow) == (0, size // PER_FILE), log
     assert all(is_bounded(r) for r in gets[1:]), log
     stolen = [r for r in gets[1:] if bounded(r)[1] - bounded(r)[0] < PIECE]
     assert stolen, f"no steal from the slow connection\n{log}"
