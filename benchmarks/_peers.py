@@ -17,6 +17,8 @@ from pathlib import Path
 
 from _workloads import FileSet
 
+import bulkflex.bench
+
 __all__ = ["PEERS", "Context", "Peer", "bulkflex_available", "clean_env"]
 
 CONNECTIONS = 16
@@ -70,7 +72,8 @@ def _venv_tool(name: str) -> str | None:
 def _requests_loop(ctx: Context) -> list[str]:
     listing = ctx.work / "requests.tsv"
     listing.write_text("".join(f"{ctx.url(f.rel)}\t{f.rel}\n" for f in ctx.files.files))
-    script = Path(__file__).with_name("_requests_loop.py")
+    # the same script `bulkflex bench` runs, so both measure the identical loop
+    script = Path(bulkflex.bench.__file__).with_name("_requests_loop.py")
     return [sys.executable, str(script), str(listing), str(ctx.dest)]
 
 
