@@ -13,10 +13,8 @@ from contextlib import contextmanager
 from types import FrameType
 
 from bulkflex.auth import token_options_from_args
+from bulkflex.cli import _exit
 from bulkflex.cli.download import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
     _Reporter,
     credentials_for,
     options_from_args,
@@ -65,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
             log_file.close()
     print_summary(summary, args.dest)
     if summary.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if summary.ok else EXIT_FAILED
+        return _exit.INTERRUPTED
+    return _exit.OK if summary.ok else _exit.FAILED

@@ -10,15 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bulkflex import __version__
-from bulkflex.cli import _commands
+from bulkflex.cli import _commands, _exit
 from bulkflex.errors import BulkflexError
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_AUTH = 3
-EXIT_DESTINATION = 4
-EXIT_INTERRUPTED = 130
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -83,5 +76,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bulkflex: interrupted; progress is saved, run the same command to finish",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return _exit.INTERRUPTED
     return status

@@ -21,6 +21,7 @@ from bulkflex.auth import (
     install_secret_filter,
     token_options_from_args,
 )
+from bulkflex.cli import _exit
 from bulkflex.cli._args import human_bytes, positive_float, positive_int, size
 from bulkflex.core.retry import RetryPolicy, StallRule
 from bulkflex.errors import UsageError
@@ -28,7 +29,6 @@ from bulkflex.manifest import manifest_hosts
 from bulkflex.transfer import Credentials, DownloadOptions, Summary, run_download
 from bulkflex.transfer import events as ev
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 _FAILURES_SHOWN = 50
 
 
@@ -288,8 +288,8 @@ def execute(
             log_file.close()
     print_summary(summary, dest)
     if summary.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if summary.ok else EXIT_FAILED
+        return _exit.INTERRUPTED
+    return _exit.OK if summary.ok else _exit.FAILED
 
 
 def print_summary(summary: Summary, dest: Path | str) -> None:

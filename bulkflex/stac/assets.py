@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import string
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -217,10 +217,3 @@ def entries_for_item(
             roles=tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else (),
             extra=extra,
         )
-
-
-def selector_from(
-    assets: Sequence[str] | None, roles: Sequence[str] | None, media_types: Sequence[str] | None
-) -> AssetSelector:
-    """Build a selector from optional lists (None or empty = any)."""
-    return AssetSelector(tuple(assets or ()), tuple(roles or ()), tuple(media_types or ()))

@@ -26,9 +26,6 @@ class _Host:
     limiter: asyncio.Semaphore
     #: monotonic time before which no new request starts
     paused_until: float = 0.0
-    #: requests under way right now (for tests and progress)
-    active: int = 0
-    peak: int = 0
 
 
 class HostPacer:
@@ -56,15 +53,7 @@ class HostPacer:
         await _wait_unpaused(state)
         async with state.limiter, self._global:
             await _wait_unpaused(state)  # a pause may have started while we queued
-            state.active += 1
-            state.peak = max(state.peak, state.active)
-            try:
-                yield
-            finally:
-                state.active -= 1
-
-    def peak(self, host: str) -> int:
-        return self._host(host).peak
+            yield
 
 
 async def _wait_unpaused(state: _Host) -> None:
