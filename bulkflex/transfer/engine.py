@@ -677,8 +677,10 @@ class _Run:
             except _Retry as retry:
                 split.last_error = retry.reason
             finally:
-                # the open-ended request would go on sending bytes others own: drop it now
-                response.close()
+                if not response.content.is_eof():
+                    # cut short (its tail was taken, or it was open-ended on a resume): it
+                    # would go on sending bytes others own, so drop the connection now
+                    response.close()
                 split.plan.release(first_claim)
                 split.wake()
         while split.broken is None and not split.plan.done():
