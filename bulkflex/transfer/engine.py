@@ -486,13 +486,12 @@ class _Run:
         row = job.row
         if job.offset > 0 and job.no_range:
             await self._restart(job, "the server cannot resume this file", changed=False)
-        # a file worth splitting is asked for with "Range: bytes=0-": a 206 proves the server
-        # can serve ranges before a second connection relies on it
+        # A file worth splitting is asked for with a Range from byte 0: a 206 proves the server
+        # serves ranges before a second connection relies on it. It asks only for its first
+        # share, so that no other connection has to cut this request short (bytes sent past a
+        # cut are wasted); a resumed file asks to the end, as its gaps may not be worth splitting.
         splitting = self._may_split(job, job.row.size)
         ranged = job.offset > 0 or splitting
-        # A file that will be split asks only for its first share, so that no other connection
-        # has to cut this request short (bytes sent past a cut are wasted); a resumed one asks
-        # to the end, because its gaps are not known to be worth splitting yet.
         job.request_end = (
             self._first_share(job.row.size)
             if splitting and job.offset == 0 and job.row.size is not None
@@ -505,37 +504,55 @@ class _Run:
             validator=job.validator if ranged else None,
             known_total=job.total if ranged else None,
         )
-        headers = {"Accept-Encoding": "identity", "User-Agent": self.options.user_agent}
-        if ranged:
-            headers["Range"] = range_header(job.offset, job.request_end)
-            if job.validator is not None and job.validator.if_range:
-                headers["If-Range"] = job.validator.if_range
+        headers = self._headers(job, job.offset, job.request_end) if ranged else self._headers(job)
         async with self.pacer.slot(job.host):
-            generation = 0
-            if self.credentials is not None:
-                await self.credentials.wait_ready()
-                generation = self.credentials.generation
+            generation = await self._token_generation()
             try:
                 async with self._open(row.url, headers, job.send_token) as response:
-                    decision = check_response(
-                        request, response.status, response.headers, now=time.time()
-                    )
-                    if (
-                        decision.verdict is Verdict.FAIL
-                        and response.status == 403
-                        and self.options.refresh_on_403
-                    ):
-                        decision = Decision(Verdict.AUTH, "403 treated as expired token")
-                    if decision.verdict is not Verdict.AUTH:
-                        job.auth_failures = 0
+                    decision = self._judge(job, request, response)
                     await self._act(job, decision, response, generation)
             except _NETWORK_ERRORS as exc:
                 raise _Retry(_describe_network_error(exc)) from None
 
-    async def _act(
+    def _headers(
+        self, job: _Job, start: int | None = None, end: int | None = None
+    ) -> dict[str, str]:
+        """Headers of a data request; with ``start``, a Range (and If-Range when known)."""
+        headers = {"Accept-Encoding": "identity", "User-Agent": self.options.user_agent}
+        if start is not None:
+            headers["Range"] = range_header(start, end)
+            if job.validator is not None and job.validator.if_range:
+                headers["If-Range"] = job.validator.if_range
+        return headers
+
+    async def _token_generation(self) -> int:
+        """Wait while a token renewal runs; the generation of the token the request will use."""
+        if self.credentials is None:
+            return 0
+        await self.credentials.wait_ready()
+        return self.credentials.generation
+
+    def _judge(
+        self, job: _Job, request: RangeRequest, response: aiohttp.ClientResponse
+    ) -> Decision:
+        """``check_response``, plus the run's reading of a 403 (``refresh_on_403``)."""
+        decision = check_response(request, response.status, response.headers, now=time.time())
+        if (
+            decision.verdict is Verdict.FAIL
+            and response.status == 403
+            and self.options.refresh_on_403
+        ):
+            decision = Decision(Verdict.AUTH, "403 treated as expired token")
+        if decision.verdict is not Verdict.AUTH:
+            job.auth_failures = 0
+        return decision
+
+    async def _raise_for_common(
         self, job: _Job, decision: Decision, response: aiohttp.ClientResponse, generation: int
     ) -> None:
-        row = job.row
+        """What every data request does with a refused token, a transient error or a missing
+        file, whole file or split range alike: raise ``_Retry`` or ``NotFound``. Returns for
+        every other verdict."""
         verdict = decision.verdict
         if verdict is Verdict.AUTH:
             if not job.send_token:  # a "public" URL that wants the token after all
@@ -548,9 +565,16 @@ class _Run:
                 wait = min(decision.retry_after_s, self.options.retry.retry_after_cap_s)
                 self.pacer.pause(job.host, wait)
             raise _Retry(decision.reason, retry_after_s=decision.retry_after_s)
+        if verdict is Verdict.FAIL and response.status in (404, 410):
+            raise NotFound(f"HTTP {response.status} from {redact_url(job.row.url)}")
+
+    async def _act(
+        self, job: _Job, decision: Decision, response: aiohttp.ClientResponse, generation: int
+    ) -> None:
+        row = job.row
+        verdict = decision.verdict
+        await self._raise_for_common(job, decision, response, generation)
         if verdict is Verdict.FAIL:
-            if response.status in (404, 410):
-                raise NotFound(f"HTTP {response.status} from {redact_url(row.url)}")
             raise RemoteLied(decision.reason)
         if verdict is Verdict.RANGE_BROKEN:
             job.no_range = True
@@ -723,41 +747,19 @@ class _Run:
             validator=job.validator,
             known_total=split.plan.size,
         )
-        headers = {
-            "Accept-Encoding": "identity",
-            "User-Agent": self.options.user_agent,
-            "Range": range_header(claim.pos, claim.end),
-        }
-        if job.validator is not None and job.validator.if_range:
-            headers["If-Range"] = job.validator.if_range
         if claim.remaining == 0:
             return
-        generation = 0
-        if self.credentials is not None:
-            await self.credentials.wait_ready()
-            generation = self.credentials.generation
+        headers = self._headers(job, claim.pos, claim.end)
+        generation = await self._token_generation()
         try:
             async with self._open(job.row.url, headers, job.send_token) as response:
-                decision = check_response(
-                    request, response.status, response.headers, now=time.time()
-                )
-                verdict = decision.verdict
-                if verdict is Verdict.ACCEPT:
-                    job.auth_failures = 0
-                    await self._stream_claim(split, claim, response)
-                elif verdict is Verdict.AUTH:
-                    job.send_token = True
-                    await self._renew_token(job, generation, decision.reason)
-                    raise _Retry(decision.reason, counts=False)
-                elif verdict is Verdict.RETRY:
-                    if decision.retry_after_s is not None and response.status in (429, 503):
-                        self.pacer.pause(job.host, decision.retry_after_s)
-                    raise _Retry(decision.reason, retry_after_s=decision.retry_after_s)
-                elif verdict is Verdict.FAIL and response.status in (404, 410):
-                    raise NotFound(f"HTTP {response.status} from {redact_url(job.row.url)}")
-                else:  # a 200, a wrong Content-Range, a 416, another version: stop splitting
+                decision = self._judge(job, request, response)
+                await self._raise_for_common(job, decision, response, generation)
+                if decision.verdict is not Verdict.ACCEPT:
+                    # a 200, a wrong Content-Range, a 416, another version: stop splitting
                     split.broken = f"split request answered badly ({decision.reason})"
                     raise _Retry(split.broken)
+                await self._stream_claim(split, claim, response)
         except _NETWORK_ERRORS as exc:
             raise _Retry(_describe_network_error(exc)) from None
 
