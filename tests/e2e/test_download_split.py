@@ -22,6 +22,7 @@ from typing import Literal
 
 import pytest
 from clirun import (
+    Result,
     assert_files,
     download_args,
     entry,
@@ -91,6 +92,18 @@ def request_log(stats: FileStats) -> str:
     )
 
 
+def split_run(
+    server: FaultServer, tmp_path: Path, size: int, *rules: Rule
+) -> tuple[Result, FileStats, str]:
+    """Serve ``a.bin`` (with ``rules``), download it split, return the CLI result, the
+    server's stats for the file and its request log."""
+    server.add_file("a.bin", size, *rules)
+    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
+    result = run_cli(*download_args(manifest, tmp_path / "d", *SPLIT, *FLUSH), timeout=TIMEOUT)
+    stats = server.stats("a.bin")
+    return result, stats, request_log(stats)
+
+
 def durable_extents(dest: Path, path: str) -> Extents:
     """The byte ranges the state database records as durable for ``path``."""
     with sqlite3.connect(dest / ".bulkflex" / "state.sqlite") as db:
@@ -103,14 +116,10 @@ def test_split_file_arrives_exact_over_concurrent_bounded_ranges(
     server: FaultServer, tmp_path: Path
 ) -> None:
     size = 16 * MiB
-    server.add_file("a.bin", size)
-    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
-    result = run_cli(*download_args(manifest, tmp_path / "d", *SPLIT, *FLUSH), timeout=TIMEOUT)
+    result, stats, log = split_run(server, tmp_path, size)
     assert result.returncode == 0, result.describe()
     assert_files(tmp_path / "d", {"a.bin": server.content("a.bin")})
 
-    stats = server.stats("a.bin")
-    log = request_log(stats)
     gets = stats.gets
     # the first request asks for its own share only (a 206 proves ranges work)
     assert bounded(gets[0]) == (0, size // PER_FILE) and gets[0].status == 206, log
@@ -266,11 +275,7 @@ def test_sigkill_mid_split_then_rerun_resumes_every_range(
 def test_reset_on_one_connection_resumes_that_range(server: FaultServer, tmp_path: Path) -> None:
     size = 16 * MiB
     cut = 1 * MiB
-    server.add_file("a.bin", size, Rule(skip=2, times=1, reset_after=cut))
-    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
-    result = run_cli(*download_args(manifest, tmp_path / "d", *SPLIT, *FLUSH), timeout=TIMEOUT)
-    stats = server.stats("a.bin")
-    log = request_log(stats)
+    result, stats, log = split_run(server, tmp_path, size, Rule(skip=2, times=1, reset_after=cut))
     assert result.returncode == 0, result.describe() + "\n" + log
     assert_files(tmp_path / "d", {"a.bin": server.content("a.bin")})
 
@@ -289,11 +294,7 @@ def test_reset_on_one_connection_resumes_that_range(server: FaultServer, tmp_pat
 def test_checksum_of_a_split_file_is_verified(server: FaultServer, tmp_path: Path) -> None:
     size = 8 * MiB
     bad = 6 * MiB + 12345  # inside the second half: a split range
-    server.add_file("a.bin", size, Rule(times=None, corrupt_at=bad))
-    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
-    result = run_cli(*download_args(manifest, tmp_path / "d", *SPLIT, *FLUSH), timeout=TIMEOUT)
-    stats = server.stats("a.bin")
-    log = request_log(stats)
+    result, stats, log = split_run(server, tmp_path, size, Rule(times=None, corrupt_at=bad))
     assert result.returncode == 1, result.describe() + "\n" + log
     assert len(result.failed_lines) == 1, result.describe()
     assert result.failed_lines[0].startswith("FAILED a.bin: "), result.describe()
@@ -313,11 +314,9 @@ def test_straggler_loses_its_tail_and_the_file_finishes(
     two pieces or more); the steal asks for half of the straggler's rest, which is less.
     """
     size = 16 * MiB
-    server.add_file("a.bin", size, Rule(times=None, range_from=0, chunk_delay=0.05))
-    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
-    result = run_cli(*download_args(manifest, tmp_path / "d", *SPLIT, *FLUSH), timeout=TIMEOUT)
-    stats = server.stats("a.bin")
-    log = request_log(stats)
+    result, stats, log = split_run(
+        server, tmp_path, size, Rule(times=None, range_from=0, chunk_delay=0.05)
+    )
     assert result.returncode == 0, result.describe() + "\n" + log
     assert_files(tmp_path / "d", {"a.bin": server.content("a.bin")})
 
