@@ -433,7 +433,6 @@ class _Run:
                 job.extents = row.durable
                 job.validator = Validator(row.etag, row.last_modified)
                 job.total = row.total
-                job.opened = False
                 self.emit(ev.Resumed(row.path, 0))
             return
         if durable == 0:
@@ -464,22 +463,19 @@ class _Run:
         """
         row = job.row
         expected = row.size if row.size is not None else row.total
+        size = await self.to_thread(job.part.final_size)
         if job.checksum is not None:
             ok = await self.to_thread(job.part.verify_final, job.checksum, row.size)
         else:
-            ok = (
-                expected is not None
-                and row.durable.covers(expected)
-                and await self.to_thread(job.part.final_size) == expected
-            )
-        if ok:
-            size = await self.to_thread(job.part.final_size) or 0
-            self.finished.append((row.id, size, job.part.final.parent))
-            self.files_skipped += 1
-            algorithm = job.checksum.algorithm if job.checksum else None
-            self.emit(ev.Verified(row.path, size, algorithm))
-            log.info("%s: already in place from an earlier run; not fetched again", row.path)
-        return ok
+            ok = expected is not None and row.durable.covers(expected) and size == expected
+        if not ok or size is None:
+            return False
+        self.finished.append((row.id, size, job.part.final.parent))
+        self.files_skipped += 1
+        algorithm = job.checksum.algorithm if job.checksum else None
+        self.emit(ev.Verified(row.path, size, algorithm))
+        log.info("%s: already in place from an earlier run; not fetched again", row.path)
+        return True
 
     async def _attempt(self, job: _Job) -> None:
         """One request. Returns with the whole body written (but for ``job.tail``)."""
