@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -64,6 +63,7 @@ from bulkflex.transfer.files import (
     fsync_folders,
 )
 from bulkflex.transfer.hosts import HostPacer
+from bulkflex.transfer.http1 import ConnectError, ConnectionBroken, HTTPClient, Response
 
 __all__ = ["Credentials", "DownloadOptions", "Summary", "download_async", "first_error"]
 
@@ -73,7 +73,7 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 _MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
+_NETWORK_ERRORS = (TimeoutError, ConnectionError)
 
 
 class Credentials(Protocol):
@@ -104,7 +104,8 @@ class DownloadOptions:
         flush_bytes / flush_seconds: the flush window: progress is fdatasync-ed and recorded when
             either is reached. A SIGKILL loses at most this much per connection.
         write_batch_bytes: bytes gathered before one positional write in a worker thread.
-        read_bufsize: aiohttp's per-connection read buffer.
+        read_bufsize: a body is received into blocks of this size; a full block goes to the
+            writer as it is (one block, one positional write, no copy).
         commit_interval_s: group-commit period of the state database.
         disk_threads: threads doing writes, syncs and hashing.
         connections_per_file: connections one file may use when its server honours Range.
@@ -219,6 +220,17 @@ class _Split:
     flusher: anyio.abc.TaskGroup | None = None
     #: set (and replaced) whenever a claim is released, to wake connections waiting for work
     released: anyio.Event = field(default_factory=anyio.Event)
+    #: per claim being streamed (by id): ends its response's body at a file offset, so a
+    #: connection whose tail was stolen stops reading at once (bytes past a cut are waste)
+    cutters: dict[int, Callable[[int], None]] = field(default_factory=dict)
+
+    def cut_victim_of(self, new: Claim) -> None:
+        """``new`` may have been stolen from the tail of a claim being streamed: cut that one."""
+        for claim in self.plan.claims:
+            if claim is not new and claim.end == new.start:
+                cutter = self.cutters.get(id(claim))
+                if cutter is not None:
+                    cutter(claim.end)
 
     def wake(self) -> None:
         self.released.set()
@@ -236,14 +248,14 @@ class _Run:
         dest: Path,
         state: StateDB,
         options: DownloadOptions,
-        session: aiohttp.ClientSession,
+        client: HTTPClient,
         on_event: ev.EventCallback | None,
         credentials: Credentials | None,
     ) -> None:
         self.dest = dest
         self.state = state
         self.options = options
-        self.session = session
+        self.client = client
         self.on_event = on_event
         self.credentials = credentials
         self.guard = FolderGuard(dest)
@@ -267,12 +279,6 @@ class _Run:
         self.bytes_downloaded = 0
         self.failures: list[tuple[str, str]] = []
         self.interrupted = False
-        self.timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=None,
-            sock_connect=options.connect_timeout_s,
-            sock_read=options.read_timeout_s,
-        )
 
     async def to_thread(self, func: Callable[..., T], *args: object) -> T:
         """Run blocking file work in the engine's own small thread pool.
@@ -528,9 +534,7 @@ class _Run:
         await self.credentials.wait_ready()
         return self.credentials.generation
 
-    def _judge(
-        self, job: _Job, request: RangeRequest, response: aiohttp.ClientResponse
-    ) -> Decision:
+    def _judge(self, job: _Job, request: RangeRequest, response: Response) -> Decision:
         """``check_response``, plus the run's reading of a 403 (``refresh_on_403``)."""
         decision = check_response(request, response.status, response.headers, now=time.time())
         if (
@@ -544,7 +548,7 @@ class _Run:
         return decision
 
     async def _raise_for_common(
-        self, job: _Job, decision: Decision, response: aiohttp.ClientResponse, generation: int
+        self, job: _Job, decision: Decision, response: Response, generation: int
     ) -> None:
         """What every data request does with a refused token, a transient error or a missing
         file, whole file or split range alike: raise ``_Retry`` or ``NotFound``. Returns for
@@ -565,7 +569,7 @@ class _Run:
             raise NotFound(f"HTTP {response.status} from {redact_url(job.row.url)}")
 
     async def _act(
-        self, job: _Job, decision: Decision, response: aiohttp.ClientResponse, generation: int
+        self, job: _Job, decision: Decision, response: Response, generation: int
     ) -> None:
         row = job.row
         verdict = decision.verdict
@@ -625,7 +629,7 @@ class _Run:
             and size >= self.options.split_min
         )
 
-    async def _split(self, job: _Job, first: aiohttp.ClientResponse) -> None:
+    async def _split(self, job: _Job, first: Response) -> None:
         """Fetch the rest of the file over up to ``connections_per_file`` connections.
 
         ``first`` is the accepted 206 for ``[job.offset, job.request_end or end of file)``.
@@ -681,9 +685,7 @@ class _Run:
             raise _Retry(split.broken)
         raise _Retry(split.last_error or "segments left unfinished")
 
-    async def _split_worker(
-        self, split: _Split, first: tuple[Claim, aiohttp.ClientResponse] | None
-    ) -> None:
+    async def _split_worker(self, split: _Split, first: tuple[Claim, Response] | None) -> None:
         """One connection of a split file: take a claim, fetch it, repeat until none is left.
 
         The first connection starts with the response it already has (and keeps its host slot
@@ -697,7 +699,7 @@ class _Run:
             except _Retry as retry:
                 split.last_error = retry.reason
             finally:
-                if not response.content.is_eof():
+                if not response.complete:
                     # cut short (its tail was taken, or it was open-ended on a resume): it
                     # would go on sending bytes others own, so drop the connection now
                     response.close()
@@ -711,6 +713,7 @@ class _Run:
                 released = split.released  # taken before looking, so no release goes unnoticed
                 claim = split.plan.claim()
                 if claim is not None:
+                    split.cut_victim_of(claim)
                     try:
                         await self._fetch_claim(split, claim)
                         attempts = 0
@@ -759,17 +762,17 @@ class _Run:
         except _NETWORK_ERRORS as exc:
             raise _Retry(_describe_network_error(exc)) from None
 
-    async def _stream_claim(
-        self, split: _Split, claim: Claim, response: aiohttp.ClientResponse
-    ) -> None:
+    async def _stream_claim(self, split: _Split, claim: Claim, response: Response) -> None:
         """Write the body at ``claim.pos`` until the claim's (possibly shrunk) end."""
         batch = self._batch
         started = time.monotonic()
         detector = StallDetector(self.options.stall, started)
         received = 0
         buffer = Chunks()
+        body_start = claim.pos
+        split.cutters[id(claim)] = lambda end: response.limit(end - body_start)
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.iter_any():
                 room = claim.end - claim.pos - len(buffer)
                 if len(chunk) >= room:
                     buffer.append(chunk[: max(room, 0)])
@@ -784,8 +787,7 @@ class _Run:
                 if detector.stalled(now, received):
                     raise _Retry("stalled")
         except _NETWORK_ERRORS as exc:
-            buffer.append(_salvage(response))
-            buffer.keep(max(claim.end - claim.pos, 0))
+            # every byte that arrived was yielded before the error: keep them all
             if len(buffer):
                 await self._write_claim(split, claim, buffer)
             if split.flusher is not None and not split.flushing:  # keep what arrived: sync now
@@ -797,6 +799,8 @@ class _Run:
                 if len(buffer):
                     await self._write_claim(split, claim, buffer)
             raise
+        finally:
+            del split.cutters[id(claim)]
         if len(buffer):
             await self._write_claim(split, claim, buffer)
         if claim.remaining:
@@ -861,9 +865,7 @@ class _Run:
         finally:
             split.flushing = False
 
-    async def _stream(
-        self, job: _Job, response: aiohttp.ClientResponse, decision: Decision
-    ) -> None:
+    async def _stream(self, job: _Job, response: Response, decision: Decision) -> None:
         batch = self._batch
         end = job.offset + decision.length if decision.length is not None else None
         if end is None and job.total is not None:
@@ -874,7 +876,7 @@ class _Run:
         received = 0
         buffer = job.tail
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.iter_any():
                 buffer.append(chunk)
                 received += len(chunk)
                 if end is not None and job.offset + len(buffer) > end:
@@ -889,9 +891,7 @@ class _Run:
                         f"for {self.options.stall.window_s:.0f}s"
                     )
         except _NETWORK_ERRORS as exc:
-            buffer.append(_salvage(response))
-            if end is not None and job.offset + len(buffer) > end:
-                buffer.keep(end - job.offset)
+            # every byte that arrived was yielded before the error: keep them all
             await self._save(job, buffer)
             raise _Retry(f"{_describe_network_error(exc)} after {received} bytes") from None
         except BaseException:
@@ -1052,7 +1052,7 @@ class _Run:
     @asynccontextmanager
     async def _open(
         self, url: str, headers: dict[str, str], send_token: bool = True
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[Response]:
         """GET with redirects followed by hand, so the token is only sent where it belongs."""
         current = url
         for hop in range(_MAX_REDIRECTS + 1):
@@ -1061,9 +1061,7 @@ class _Run:
                 request_headers.update(
                     self.credentials.header_for(current, origin_url=url if hop else None)
                 )
-            response = await self.session.get(
-                current, headers=request_headers, allow_redirects=False, timeout=self.timeout
-            )
+            response = await self.client.get(current, request_headers)
             location = response.headers.get("Location")
             if response.status in _REDIRECTS and location:
                 response.release()
@@ -1085,34 +1083,12 @@ def _is_public(path: str) -> bool:
     return "public" in path.lower().split("/")
 
 
-def _salvage(response: aiohttp.ClientResponse) -> bytes:
-    """Bytes that arrived before a connection broke and still sit in aiohttp's buffer.
-
-    aiohttp's ``readany`` raises a stored connection error before it hands out what is already
-    buffered (up to ``read_bufsize`` x 2), so those good bytes would be fetched again on the
-    retry. They are correct bytes of the resource (TCP delivered them in order), so keep them.
-    Uses a private method; if aiohttp renames it, we only lose the optimisation.
-    """
-    read_nowait = getattr(response.content, "_read_nowait", None)
-    if read_nowait is None:
-        return b""
-    try:
-        data = read_nowait(-1)
-    except Exception:  # an aiohttp version where this differs: lose the optimisation only
-        return b""
-    return data if isinstance(data, bytes) else b""
-
-
 def _describe_network_error(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timed out waiting for the server"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the connection broke mid-body"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}"
-    return type(exc).__name__
+    if isinstance(exc, ConnectError | ConnectionBroken):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -1135,7 +1111,7 @@ async def download_async(
     *,
     on_event: ev.EventCallback | None = None,
     credentials: Credentials | None = None,
-    session: aiohttp.ClientSession | None = None,
+    client: HTTPClient | None = None,
     stop: anyio.Event | None = None,
     state_name: str = "state.sqlite",
 ) -> Summary:
@@ -1147,7 +1123,7 @@ async def download_async(
         options: tuning; defaults suit a remote archive.
         on_event: called on the event loop with each :mod:`~bulkflex.transfer.events` value.
         credentials: token holder for servers that need a bearer token.
-        session: an aiohttp session to use instead of bulkflex's own (tests, embedding).
+        client: an HTTP client to use instead of bulkflex's own (tests, embedding).
         stop: when set, every transfer saves its progress and the run returns early with
             ``Summary.interrupted`` True (the CLI sets it on Ctrl-C / SIGTERM).
         state_name: file name of the state database under ``dest/.bulkflex/`` (one per shard
@@ -1168,20 +1144,19 @@ async def download_async(
     try:
         total = state.load_manifest(manifest)
         counts = state.counts()
-        own_session = session is None
-        if session is None:
-            connector = aiohttp.TCPConnector(
-                limit=options.connections,
-                limit_per_host=options.per_host,
-                ttl_dns_cache=300,
+        own_client = client is None
+        if client is None:
+            client = HTTPClient(
+                connect_timeout=options.connect_timeout_s,
+                read_timeout=options.read_timeout_s,
+                # a block is handed over when full: never more than a flush window, or a
+                # kill would lose more than the window
+                block_size=min(
+                    options.read_bufsize, options.write_batch_bytes, options.flush_bytes
+                ),
+                max_idle_per_origin=options.connections,
             )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                read_bufsize=options.read_bufsize,
-                trust_env=False,
-            )
-        run = _Run(dest_path, state, options, session, on_event, credentials)
+        run = _Run(dest_path, state, options, client, on_event, credentials)
         run.emit(
             ev.Started(
                 files=total,
@@ -1200,8 +1175,8 @@ async def download_async(
                 try:
                     await run.commit()
                 finally:
-                    if own_session:
-                        await session.close()
+                    if own_client:
+                        await client.close()
                     run.executor.shutdown(wait=True)
         remaining = state.counts(failures_limit=0)
         summary = Summary(

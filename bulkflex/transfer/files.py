@@ -89,10 +89,10 @@ class Chunks:
     __slots__ = ("_items", "_size")
 
     def __init__(self) -> None:
-        self._items: list[bytes] = []
+        self._items: list[bytes | memoryview] = []
         self._size = 0
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | memoryview) -> None:
         if data:
             self._items.append(data)
             self._size += len(data)
@@ -110,7 +110,7 @@ class Chunks:
                 self._size = length
 
     @property
-    def items(self) -> list[bytes]:
+    def items(self) -> list[bytes | memoryview]:
         return self._items
 
 

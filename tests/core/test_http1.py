@@ -3,7 +3,7 @@
 Chunked decoding is checked as a property (any body, any chunking, any piece sizes of the input
 reassemble to the body); head parsing, body framing, URL splitting and request heads are
 table-tested against RFC 9110 / RFC 9112, including the inputs a hostile peer or a token file
-could send. Known defects are pinned as strict xfails so that a fix turns them into passes.
+could send. Defects found while writing them are fixed and pinned here.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def test_chunked_data_not_followed_by_crlf_is_a_protocol_error(data: bytes) -> N
 
 def test_chunked_size_line_limit_boundary() -> None:
     """A chunk line of 4095 bytes (4097 with its CRLF) is accepted; one byte more is not,
-    whether it arrives at once or a byte at a time (other splits: the xfail below)."""
+    whether it arrives at once or a byte at a time (other splits: the test below)."""
     fits = b"5;" + b"a" * 4093  # 4095 bytes
     ok = fits + b"\r\nhello\r\n0\r\n\r\n"
     bad = fits + b"a\r\nhello\r\n0\r\n\r\n"
@@ -288,11 +288,6 @@ def test_chunked_overly_long_lines_are_protocol_errors(line: bytes) -> None:
         ChunkedDecoder().feed(memoryview(line))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the chunk line limit is checked after the line is completed, so a too-long line "
-    "whose end arrives in a later piece is accepted (up to twice the limit)",
-)
 def test_chunked_line_limit_does_not_depend_on_how_the_bytes_arrive() -> None:
     data = b"5;" + b"a" * 5000 + b"\r\nhello\r\n0\r\n\r\n"
     with pytest.raises(ProtocolError):
@@ -386,11 +381,6 @@ def test_parse_head_value_bytes_are_latin1() -> None:
             b"1.0",
             [b"Connection: keep-alive, close"],
             False,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="RFC 9112 9.3: a close option means the connection does not persist, "
-                "whatever the version; for HTTP/1.0 only keep-alive is looked at",
-            ),
             id="1.0-keep-alive-and-close",
         ),
     ],
@@ -450,11 +440,6 @@ def test_protocol_error_is_a_value_error() -> None:
     assert issubclass(ProtocolError, ValueError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RFC 9110 5.5: a field value with CR, LF or NUL must be rejected (or each replaced "
-    "by SP); parse_head keeps them in the value",
-)
 @pytest.mark.parametrize("value", [b"a\rb", b"a\nb", b"a\x00b"])
 def test_parse_head_field_value_with_cr_lf_or_nul(value: bytes) -> None:
     try:
@@ -608,12 +593,6 @@ def test_framing_bad_content_length(value: bytes) -> None:
         body_framing(response(200, b"Content-Length: " + value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="body_framing strips each Content-Length value with str.strip(), which also drops "
-    "NBSP, NEL, VT, FF and \\x1c-\\x1f; RFC 9112 6.3 makes an invalid Content-Length an "
-    "unrecoverable error",
-)
 @pytest.mark.parametrize("value", [b"5\xa0", b"\xa05", b"5\x85", b"\x0c5", b"5\x0b", b"5\x1c"])
 def test_framing_content_length_with_non_http_whitespace(value: bytes) -> None:
     with pytest.raises(ProtocolError):
@@ -753,11 +732,6 @@ def test_split_url_refuses(url: str) -> None:
         split_url(url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="port 0 is read as 'no port' (parts.port or default), so the request goes to port "
-    "80/443, a server the URL did not name",
-)
 @pytest.mark.parametrize("url", ["http://h:0/x", "https://h:0/x"])
 def test_split_url_port_zero_is_not_the_default_port(url: str) -> None:
     try:
