@@ -432,9 +432,7 @@ class _Connection(asyncio.BufferedProtocol):
 class Response:
     """A response whose head is in; the body is read with :meth:`iter_any`."""
 
-    def __init__(
-        self, client: HTTPClient, conn: _Connection, head: ResponseHead, url: str
-    ) -> None:
+    def __init__(self, client: HTTPClient, conn: _Connection, head: ResponseHead, url: str) -> None:
         self._client = client
         self._conn: _Connection | None = conn
         self.url = url
