@@ -1214,7 +1214,10 @@ async def _pool(run: _Run, stop: anyio.Event | None) -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run.produce, send)
                 with receive:
-                    for _ in range(run.options.connections):
+                    # Twice as many workers as connections: a worker verifying and finishing a
+                    # file holds no connection, and another one keeps that connection busy.
+                    # Requests in flight stay capped by the host slots (HostPacer).
+                    for _ in range(2 * run.options.connections):
                         tg.start_soon(run.work, receive.clone())
             outer.cancel_scope.cancel()
     except BaseExceptionGroup as group:
