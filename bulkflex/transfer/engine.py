@@ -21,10 +21,12 @@ Rules the code keeps:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,7 +36,6 @@ from urllib.parse import urljoin, urlsplit
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkflex.core.checksum import Checksum, parse_multihash
 from bulkflex.core.ranges import Claim, Extents, Segment, SegmentPlan, range_header
@@ -72,6 +73,8 @@ T = TypeVar("T")
 
 MiB = 1024 * 1024
 _MAX_REDIRECTS = 10
+#: state rows read (and checked on disk) at a time for the workers
+_BATCH = 512
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NETWORK_ERRORS = (TimeoutError, ConnectionError)
 
@@ -266,6 +269,10 @@ class _Run:
         self._batch = max(1, min(options.write_batch_bytes, options.flush_bytes))
         self.executor = ThreadPoolExecutor(options.disk_threads, thread_name_prefix="bulkflex-disk")
         self.retries_left = options.run_retry_budget
+        #: entries waiting for a worker, and the state rows not read yet (None: all read)
+        self._queue: deque[tuple[EntryRow, bool]] = deque()
+        self._rows: Iterator[EntryRow] | None = state.iter_run()
+        self._refill = asyncio.Lock()
         #: entries verified and renamed, waiting for their folder fsync and COMMIT
         self.finished: list[tuple[int, int, Path]] = []
         #: small entries verified in their .part, waiting for the batch sync and rename
@@ -302,20 +309,27 @@ class _Run:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def produce(self, send: MemoryObjectSendStream[tuple[EntryRow, bool]]) -> None:
-        async with send:
-            batch: list[EntryRow] = []
-            for row in self.state.iter_run():
-                batch.append(row)
-                if len(batch) >= 512:
-                    await self._dispatch(batch, send)
-                    batch = []
-            if batch:
-                await self._dispatch(batch, send)
+    async def next_entry(self) -> tuple[EntryRow, bool] | None:
+        """The next entry for a worker (and whether its final file is already there), or None.
 
-    async def _dispatch(
-        self, rows: list[EntryRow], send: MemoryObjectSendStream[tuple[EntryRow, bool]]
-    ) -> None:
+        Rows are read from the state in batches of ``_BATCH`` and checked on disk in one thread
+        hop, by whichever worker finds the queue empty (one at a time). A plain deque and
+        asyncio lock: this runs once per file, and a memory object stream costs more.
+        """
+        while not self._queue:
+            if self._rows is None:
+                return None
+            async with self._refill:
+                if self._queue or self._rows is None:
+                    continue
+                batch = list(itertools.islice(self._rows, _BATCH))
+                if not batch:
+                    self._rows = None
+                    return None
+                await self._dispatch(batch)
+        return self._queue.popleft()
+
+    async def _dispatch(self, rows: list[EntryRow]) -> None:
         gone, present = await self.to_thread(self._scan, rows)
         for row in rows:
             if row.status == "done" and row.id not in gone:
@@ -327,7 +341,7 @@ class _Run:
                 )
                 self.state.reset(row.id, restart=False)
                 row = self.state.get(row.id)
-            await send.send((row, row.id in present))
+            self._queue.append((row, row.id in present))
 
     def _scan(self, rows: list[EntryRow]) -> tuple[set[int], set[int]]:
         """One thread hop per batch: done entries whose file is gone or resized, and pending
@@ -344,10 +358,10 @@ class _Run:
                 present.add(row.id)
         return gone, present
 
-    async def work(self, receive: MemoryObjectReceiveStream[tuple[EntryRow, bool]]) -> None:
-        async with receive:
-            async for row, final_present in receive:
-                await self.fetch(row, final_present=final_present)
+    async def work(self) -> None:
+        while (item := await self.next_entry()) is not None:
+            row, final_present = item
+            await self.fetch(row, final_present=final_present)
 
     async def commit_loop(self) -> None:
         while True:
@@ -1197,10 +1211,6 @@ async def download_async(
 
 
 async def _pool(run: _Run, stop: anyio.Event | None) -> None:
-    send, receive = anyio.create_memory_object_stream[tuple[EntryRow, bool]](
-        max_buffer_size=run.options.connections
-    )
-
     async def wait_for_stop(scope: anyio.CancelScope, event: anyio.Event) -> None:
         await event.wait()
         run.interrupted = True
@@ -1212,13 +1222,11 @@ async def _pool(run: _Run, stop: anyio.Event | None) -> None:
             if stop is not None:
                 outer.start_soon(wait_for_stop, outer.cancel_scope, stop)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(run.produce, send)
-                with receive:
-                    # Twice as many workers as connections: a worker verifying and finishing a
-                    # file holds no connection, and another one keeps that connection busy.
-                    # Requests in flight stay capped by the host slots (HostPacer).
-                    for _ in range(2 * run.options.connections):
-                        tg.start_soon(run.work, receive.clone())
+                # Twice as many workers as connections: a worker verifying and finishing a
+                # file holds no connection, and another one keeps that connection busy.
+                # Requests in flight stay capped by the host slots (HostPacer).
+                for _ in range(2 * run.options.connections):
+                    tg.start_soon(run.work)
             outer.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise first_error(group) from None

@@ -358,14 +358,21 @@ class _Connection(asyncio.BufferedProtocol):
         return await self._await_head()
 
     async def _await_head(self) -> ResponseHead:
-        assert self._head_future is not None
+        future = self._head_future
+        assert future is not None
         timeout = self._client.read_timeout
+        # a plain loop timer: this runs once per request, and a cancel scope costs far more
+        timer = self._loop.call_later(timeout, self._head_timed_out, future)
         try:
-            with anyio.fail_after(timeout):
-                return await self._head_future
-        except TimeoutError:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _head_timed_out(self, future: asyncio.Future[ResponseHead]) -> None:
+        if not future.done():
+            timeout = self._client.read_timeout
+            future.set_exception(ReadTimeout(f"no response head within {timeout:.0f}s"))
             self.abort()
-            raise ReadTimeout(f"no response head within {timeout:.0f}s") from None
 
     async def read(self) -> memoryview | None:
         """The next piece of body, or None at its end."""
