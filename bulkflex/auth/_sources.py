@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
 import anyio
 import anyio.abc
 
@@ -300,6 +299,8 @@ class OidcRefreshSource:
             form["client_secret"] = secret
         if self.scope:
             form["scope"] = self.scope
+        import aiohttp  # here, not at the top: a download without OIDC never pays its import
+
         url = redact_url(self.token_url)
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         try:

@@ -245,10 +245,11 @@ class ChunkedDecoder:
         self._line = bytearray()
         self.done = False
 
-    def feed(self, data: memoryview) -> list[memoryview]:
-        """Consume ``data``; the body bytes in it. Bytes after the end of the body are a
-        :class:`ProtocolError` (the engine never pipelines)."""
-        out: list[memoryview] = []
+    def feed(self, data: memoryview, out: list[memoryview] | None = None) -> list[memoryview]:
+        """Consume ``data``; the body bytes in it, appended to ``out`` when given (so that the
+        pieces before a :class:`ProtocolError` are not lost). Bytes after the end of the body
+        are a ProtocolError (the engine never pipelines)."""
+        out = [] if out is None else out
         pos, end = 0, len(data)
         while pos < end:
             if self.done:

@@ -25,6 +25,7 @@ reader, so a slow disk never lets memory grow.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -150,6 +151,7 @@ class _Connection(asyncio.BufferedProtocol):
                 self._complete = True
             elif self._limit is not None and self._body_received >= self._limit:
                 self._cut_here()
+                return
         elif framing.kind is BodyKind.CHUNKED:
             self._decode()
         assert self._block is not None
@@ -197,8 +199,10 @@ class _Connection(asyncio.BufferedProtocol):
             self._fail(ProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes"))
             self._head_len = 0  # keep accepting bytes until the close lands
             return
-        self._head.extend(bytes(len(self._head)))
-        self._head_view = memoryview(self._head)
+        # a bigger buffer (a bytearray with a live memoryview cannot be resized)
+        bigger = bytearray(2 * len(self._head))
+        bigger[: self._head_len] = self._head_view[: self._head_len]
+        self._head, self._head_view = bigger, memoryview(bigger)
 
     def _head_received(self, nbytes: int) -> None:
         end = find_head_end(self._head_view[: self._head_len].tobytes(), self._head_len - nbytes)
@@ -219,11 +223,13 @@ class _Connection(asyncio.BufferedProtocol):
         leftover = self._head_len - end
         self._in_head = False
         self._start_body(framing)
+        # the head goes to the reader first: an error in the body bytes that came with it is
+        # raised from iter_any after the good bytes, like any other body error
+        if future is not None and not future.done():
+            future.set_result(head)
         if leftover:
             self._feed_leftover(self._head_view[end : self._head_len])
         self._head_len = 0
-        if future is not None and not future.done():
-            future.set_result(head)
 
     def _shift_head(self, end: int) -> None:
         rest = self._head_len - end
@@ -260,8 +266,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def limit(self, nbytes: int) -> None:
         """Read no body byte past the first ``nbytes``: the body ends there for the reader, and
-        the connection is dropped after it (the server is still sending). Only for a body with
-        a Content-Length, the only kind a ranged request is accepted with."""
+        the connection is dropped after it (the server is still sending). Bytes past ``nbytes``
+        that were already received are still yielded (the reader trims them). Only for a body
+        with a Content-Length, the only kind a ranged request is accepted with."""
         framing = self._framing
         if framing is None or framing.kind is not BodyKind.LENGTH or self._complete:
             return
@@ -287,13 +294,13 @@ class _Connection(asyncio.BufferedProtocol):
     def _decode(self) -> None:
         """Chunked: decode the new bytes of the block; the data pieces become ready."""
         assert self._block is not None and self._decoder is not None
+        pieces: list[memoryview] = []
         try:
-            pieces = self._decoder.feed(self._block[self._handed : self._filled])
+            self._decoder.feed(self._block[self._handed : self._filled], pieces)
         except ProtocolError as exc:
             self._fail(exc)
-            return
         self._handed = self._filled
-        for piece in pieces:
+        for piece in pieces:  # before an error too: every good byte reaches the reader
             self._ready.append(piece)
             self._ready_bytes += len(piece)
         if self._decoder.done:
@@ -331,7 +338,7 @@ class _Connection(asyncio.BufferedProtocol):
             return
         idle = self._loop.time() - self._last_data
         if idle >= self._client.read_timeout:
-            self._error = ReadTimeout(f"no data for {self._client.read_timeout:.0f}s")
+            self._error = ReadTimeout(f"no data for {self._client.read_timeout:g}s")
             self._wake()
             return
         if self._filled > self._handed and self._framing is not None:
@@ -371,7 +378,7 @@ class _Connection(asyncio.BufferedProtocol):
     def _head_timed_out(self, future: asyncio.Future[ResponseHead]) -> None:
         if not future.done():
             timeout = self._client.read_timeout
-            future.set_exception(ReadTimeout(f"no response head within {timeout:.0f}s"))
+            future.set_exception(ReadTimeout(f"no response head within {timeout:g}s"))
             self.abort()
 
     async def read(self) -> memoryview | None:
@@ -579,6 +586,8 @@ class HTTPClient:
             idle.remove(conn)
 
     async def _connect(self, origin: Origin) -> _Connection:
+        if self._closed:
+            raise RuntimeError("HTTPClient is closed")
         loop = asyncio.get_running_loop()
         context = self._tls() if origin.scheme == "https" else None
         try:
@@ -593,14 +602,14 @@ class HTTPClient:
         except TimeoutError:
             raise ConnectError(
                 f"cannot connect to {origin.host}:{origin.port}: "
-                f"no answer within {self.connect_timeout:.0f}s"
+                f"no answer within {self.connect_timeout:g}s"
             ) from None
         except ssl.SSLCertVerificationError as exc:
             raise ConnectError(
                 f"TLS certificate of {origin.host} not trusted: {exc.verify_message}"
             ) from None
         except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
+            reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or type(exc).__name__)
             raise ConnectError(f"cannot connect to {origin.host}:{origin.port}: {reason}") from None
         self._open.add(conn)
         return conn
