@@ -42,6 +42,8 @@ class Peer:
     build: Callable[[Context], list[str]]
     available: Callable[[], str | None]  # None when usable, else why not
     default: bool = True  # part of a run without --tools
+    #: the workloads it runs on (None: all)
+    workloads: frozenset[str] | None = None
 
 
 def clean_env() -> dict[str, str]:
@@ -231,7 +233,7 @@ def bulkflex_manifest(ctx: Context) -> Path:
     return path
 
 
-def _bulkflex(ctx: Context) -> list[str]:
+def _bulkflex(ctx: Context, connections: int = CONNECTIONS, per_file: int = 4) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -242,10 +244,17 @@ def _bulkflex(ctx: Context) -> list[str]:
         str(ctx.dest),
         "--no-progress",
         "--connections",
-        str(CONNECTIONS),
+        str(connections),
         "--per-host",
-        str(CONNECTIONS),
+        str(connections),
+        "--connections-per-file",
+        str(per_file),
     ]
+
+
+def _bulkflex_wide(ctx: Context) -> list[str]:
+    """bulkflex with aria2c -x16 -j16's connection budget on 4 large files: 16 per file."""
+    return _bulkflex(ctx, connections=64, per_file=16)
 
 
 def bulkflex_available() -> str | None:
@@ -264,6 +273,15 @@ def bulkflex_available() -> str | None:
 
 PEERS: tuple[Peer, ...] = (
     Peer("bulkflex", "bulkflex", _bulkflex, bulkflex_available),
+    # the same engine given what aria2c -x16 -j16 uses on the large files (64 connections), so
+    # the WAN-like large row compares at the same connections per host; not a peer
+    Peer(
+        "bulkflex-64",
+        "bulkflex --connections 64 -x16 (aria2c's budget)",
+        _bulkflex_wide,
+        bulkflex_available,
+        workloads=frozenset({"large"}),
+    ),
     Peer("aria2c", "aria2c -x16 -s16 -k1M -j16", _aria2c_tuned, _which("aria2c")),
     Peer("aria2c-default", "aria2c (defaults)", _aria2c_default, _which("aria2c")),
     Peer("curl", "curl --parallel 16", _curl, _which("curl")),

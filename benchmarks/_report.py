@@ -163,8 +163,8 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
             served = statistics.median(r.served_bytes / MiB for r in good) if good else None
             flight = max((r.peak_in_flight for r in good), default=None)
             conns = statistics.median(r.connections for r in good) if good else None
-            is_ref = row.tool == "bulkflex"
-            name = f"**{row.label}**" if is_ref else row.label
+            is_ref = row.tool.startswith("bulkflex")
+            name = f"**{row.label}**" if row.tool.startswith("bulkflex") else row.label
             out.append(
                 f"| {name} | {_fmt(row.mib_s())} | {_fmt(row.cpu_per_gib(), 2)} "
                 f"| {_fmt(row.rss_mib(), 0)} "
@@ -173,13 +173,21 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
                 f"| {_fmt(reqs, 0)} | {_fmt(served, 0)} | {_fmt(flight, 0)} | {_fmt(conns, 0)} "
                 f"| {row.status()} |"
             )
-        peers = [r for r in ordered if r.tool != "bulkflex" and r.mib_s() is not None]
+        peers = [r for r in ordered if not r.tool.startswith("bulkflex") and r.mib_s() is not None]
         if ref_speed is not None and peers:
             best = peers[0]
             out += [
                 "",
                 f"bulkflex / best peer ({best.label}, {_fmt(best.mib_s())} MiB/s): "
                 f"**{_ratio(ref_speed, best.mib_s())}**",
+            ]
+        variants = [r for r in ordered if r.tool.startswith("bulkflex-") and r.mib_s()]
+        for variant in variants if peers else []:
+            best = peers[0]
+            out += [
+                "",
+                f"{variant.label} / best peer ({best.label}): "
+                f"**{_ratio(variant.mib_s(), best.mib_s())}**",
             ]
         out.append("")
     if kills:
@@ -270,7 +278,7 @@ def write_chart(path: Path, rows: list[Row]) -> str | None:
         ordered = sorted(group, key=lambda r: r.mib_s() or 0.0)
         labels = [r.label for r in ordered]
         values = [r.mib_s() or 0.0 for r in ordered]
-        colors = ["#d9480f" if r.tool == "bulkflex" else "#4c6ef5" for r in ordered]
+        colors = ["#d9480f" if r.tool.startswith("bulkflex") else "#4c6ef5" for r in ordered]
         bars = ax.barh(labels, values, color=colors)
         for bar, row in zip(bars, ordered, strict=True):
             text = f" {row.mib_s():.0f}" if row.mib_s() is not None else " failed"

@@ -299,6 +299,7 @@ def run_workload(
             return
         kills.append(run_kill(bulkflex, files, server, scratch, args.timeout, args.kill_at))
         return
+    peers = [p for p in peers if p.workloads is None or w in p.workloads]
     group = {
         p.key: Row(w, server.profile, p.key, p.label, len(files.files), files.total_bytes)
         for p in peers
