@@ -3,7 +3,7 @@
 Every request (whole file or one range) holds one slot of its host and one global slot for its
 whole life. Slots are taken host first, then global, always in that order, so they cannot
 deadlock. They are asyncio semaphores: taken once per request, and anyio's CapacityLimiter costs
-several times more per acquire (the engine runs on asyncio anyway, for aiohttp). A 429 or 503
+several times more per acquire (the engine runs on asyncio anyway). A 429 or 503
 with Retry-After pauses *new* requests to that host until the time given; requests already
 streaming go on.
 """
