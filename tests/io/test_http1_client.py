@@ -34,6 +34,18 @@ from bulkflex.transfer.http1 import (
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture(
+    params=[
+        pytest.param(("asyncio", {}), id="asyncio"),
+        # the CLI runs on uvloop when it is installed: its transports differ from asyncio's
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    backend: tuple[str, dict[str, Any]] = request.param
+    return backend
+
 KiB = 1024
 MiB = 1024 * KiB
 BLOCK = 64 * KiB
