@@ -86,6 +86,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._head_view = memoryview(self._head)
         self._head_len = 0
         self._head_future: asyncio.Future[ResponseHead] | None = None
+        self._discarding = False  # the head overflowed: bytes are dropped until the close
         self._in_head = False
         # the body being received
         self._framing: Framing | None = None
@@ -135,6 +136,9 @@ class _Connection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         self._received_any = True
         if self._in_head:
+            if self._discarding:
+                self._head_len = 0
+                return
             self._head_len += nbytes
             self._head_received(nbytes)
             return
@@ -196,8 +200,12 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _grow_head(self) -> None:
         if len(self._head) >= MAX_HEAD_BYTES:
-            self._fail(ProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes"))
-            self._head_len = 0  # keep accepting bytes until the close lands
+            # not from inside get_buffer: aborting the transport there crashes uvloop (it goes
+            # on to read into the buffer of a closed handle)
+            error = ProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
+            self._loop.call_soon(self._fail, error)
+            self._discarding = True  # take (and drop) bytes until the abort lands
+            self._head_len = 0
             return
         # a bigger buffer (a bytearray with a live memoryview cannot be resized)
         bigger = bytearray(2 * len(self._head))
