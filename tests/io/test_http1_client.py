@@ -46,6 +46,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     backend: tuple[str, dict[str, Any]] = request.param
     return backend
 
+
 KiB = 1024
 MiB = 1024 * KiB
 BLOCK = 64 * KiB
