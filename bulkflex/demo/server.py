@@ -202,6 +202,8 @@ class DemoServer:
             self.config.port,
             handler_cancellation=True,
             reuse_address=True,
+            # a demo stops at once on Ctrl-C: transfers under way are cut (and resume later)
+            shutdown_timeout=2.0,
         )
         self._runner = runner
         return self

@@ -75,7 +75,8 @@ def test_ctrl_c_stops_the_cluster_job_and_the_same_command_finishes(
     tmp_path: Path,
     server,  # type: ignore[no-untyped-def]
 ) -> None:
-    manifest, expected = make_manifest(server, tmp_path, 300, chunk_size=2048, chunk_delay=0.01)
+    # slow enough (about 0.1 s a file) that the job is still running when the signal lands
+    manifest, expected = make_manifest(server, tmp_path, 300, chunk_size=2048, chunk_delay=0.05)
     dest = tmp_path / "dest"
     command = _bulkflex("download", manifest, "-d", dest, "--dask", "local:2", "--no-progress")
     # a new session, so Ctrl-C can go to the whole process group as a terminal sends it
