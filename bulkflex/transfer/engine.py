@@ -75,6 +75,8 @@ MiB = 1024 * 1024
 _MAX_REDIRECTS = 10
 #: state rows read (and checked on disk) at a time for the workers
 _BATCH = 512
+#: received bytes all connections together may hold while the disk catches up
+_RECEIVE_BUDGET = 64 * MiB
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NETWORK_ERRORS = (TimeoutError, ConnectionError)
 
@@ -1160,14 +1162,16 @@ async def download_async(
         counts = state.counts()
         own_client = client is None
         if client is None:
+            # a block is handed over when full: never more than a flush window, or a kill
+            # would lose more than the window
+            block = min(options.read_bufsize, options.write_batch_bytes, options.flush_bytes)
             client = HTTPClient(
                 connect_timeout=options.connect_timeout_s,
                 read_timeout=options.read_timeout_s,
-                # a block is handed over when full: never more than a flush window, or a
-                # kill would lose more than the window
-                block_size=min(
-                    options.read_bufsize, options.write_batch_bytes, options.flush_bytes
-                ),
+                block_size=block,
+                # bytes a connection may hold for a slow disk: 4 MiB each, but no more than
+                # _RECEIVE_BUDGET for all of them (64 connections would otherwise hold 256 MiB)
+                high_water=max(block, min(4 * MiB, _RECEIVE_BUDGET // options.connections)),
                 max_idle_per_origin=options.connections,
             )
         run = _Run(dest_path, state, options, client, on_event, credentials)
