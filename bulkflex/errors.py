@@ -143,6 +143,13 @@ class RetriesExhausted(TransferError):
     kind = "retries-exhausted"
 
 
+class UntrustedServer(TransferError):
+    """The server's TLS certificate did not verify: retrying cannot help, so the entry fails
+    at once (set ``SSL_CERT_FILE`` to a CA bundle that has the server's CA)."""
+
+    kind = "tls-untrusted"
+
+
 class DestinationError(BulkflexError):
     """The destination cannot take the files (disk full, permission denied). State is kept."""
 

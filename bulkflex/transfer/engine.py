@@ -50,6 +50,7 @@ from bulkflex.errors import (
     RemoteLied,
     RetriesExhausted,
     TransferError,
+    UntrustedServer,
     redact_url,
 )
 from bulkflex.state import EntryRow, StateDB
@@ -64,7 +65,13 @@ from bulkflex.transfer.files import (
     fsync_folders,
 )
 from bulkflex.transfer.hosts import HostPacer
-from bulkflex.transfer.http1 import ConnectError, ConnectionBroken, HTTPClient, Response
+from bulkflex.transfer.http1 import (
+    CertificateNotTrusted,
+    ConnectError,
+    ConnectionBroken,
+    HTTPClient,
+    Response,
+)
 
 __all__ = ["Credentials", "DownloadOptions", "Summary", "download_async", "first_error"]
 
@@ -529,6 +536,10 @@ class _Run:
                 async with self._open(row.url, headers, job.send_token) as response:
                     decision = self._judge(job, request, response)
                     await self._act(job, decision, response, generation)
+            except CertificateNotTrusted as exc:
+                raise UntrustedServer(
+                    f"{exc}; set SSL_CERT_FILE to a CA bundle that has its CA"
+                ) from None
             except _NETWORK_ERRORS as exc:
                 raise _Retry(_describe_network_error(exc)) from None
 

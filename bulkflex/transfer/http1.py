@@ -49,7 +49,14 @@ from bulkflex.core.http1 import (
     split_url,
 )
 
-__all__ = ["ConnectError", "ConnectionBroken", "HTTPClient", "ReadTimeout", "Response"]
+__all__ = [
+    "CertificateNotTrusted",
+    "ConnectError",
+    "ConnectionBroken",
+    "HTTPClient",
+    "ReadTimeout",
+    "Response",
+]
 
 _HEAD_BUFFER = 16 * 1024
 _MIN_VIEW = 16 * 1024
@@ -57,6 +64,10 @@ _MIN_VIEW = 16 * 1024
 
 class ConnectError(ConnectionError):
     """The connection (TCP or TLS) could not be set up."""
+
+
+class CertificateNotTrusted(ConnectError):
+    """The server's TLS certificate did not verify (not a transient error)."""
 
 
 class ConnectionBroken(ConnectionError):
@@ -613,7 +624,7 @@ class HTTPClient:
                 f"no answer within {self.connect_timeout:g}s"
             ) from None
         except ssl.SSLCertVerificationError as exc:
-            raise ConnectError(
+            raise CertificateNotTrusted(
                 f"TLS certificate of {origin.host} not trusted: {exc.verify_message}"
             ) from None
         except OSError as exc:
