@@ -174,10 +174,11 @@ def request_head(target: str, origin: Origin, headers: Mapping[str, str]) -> byt
     return "\r\n".join(lines).encode("latin-1")
 
 
-def find_head_end(data: bytes | bytearray, start: int = 0) -> int:
-    """Index just past the blank line ending a head, or -1. ``start`` is where the previous
-    search stopped (the search backs up 3 bytes, so a split CRLFCRLF is found)."""
-    index = data.find(b"\r\n\r\n", max(0, start - 3))
+def find_head_end(data: bytes | bytearray, start: int = 0, end: int | None = None) -> int:
+    """Index just past the blank line ending a head in ``data[:end]``, or -1. ``start`` is
+    where the previous search stopped (the search backs up 3 bytes, so a split CRLFCRLF is
+    found); ``end`` bounds a reused buffer without copying it."""
+    index = data.find(b"\r\n\r\n", max(0, start - 3), len(data) if end is None else end)
     return -1 if index < 0 else index + 4
 
 

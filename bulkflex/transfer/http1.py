@@ -224,7 +224,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._head, self._head_view = bigger, memoryview(bigger)
 
     def _head_received(self, nbytes: int) -> None:
-        end = find_head_end(self._head_view[: self._head_len].tobytes(), self._head_len - nbytes)
+        end = find_head_end(self._head, self._head_len - nbytes, self._head_len)
         if end < 0:
             return
         future = self._head_future
@@ -360,7 +360,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._error = ReadTimeout(f"no data for {self._client.read_timeout:g}s")
             self._wake()
             return
-        if self._filled > self._handed and self._framing is not None:
+        if self._unhanded():
             self._wake_partial = True
             self._wake()
             return

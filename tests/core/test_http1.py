@@ -478,6 +478,16 @@ def test_find_head_end_across_two_reads() -> None:
         assert find_head_end(bytearray(data), split) == len(HEAD), split
 
 
+def test_find_head_end_ignores_bytes_past_end() -> None:
+    """A reused head buffer still holds an earlier response past ``end``: never found there."""
+    buffer = bytearray(b"HTTP/1.1 200 OK\r\nA: b" + HEAD)
+    partial = len(b"HTTP/1.1 200 OK\r\nA: b")
+    assert find_head_end(buffer, 0, partial) == -1
+    assert find_head_end(buffer, 0, partial + 4) == -1
+    assert find_head_end(buffer, 0) != -1
+    assert find_head_end(buffer, partial, len(buffer)) == buffer.find(b"\r\n\r\n") + 4
+
+
 def test_find_head_end_over_many_reads() -> None:
     data = HEAD + b"hello"
     for step in range(1, 8):
