@@ -7,10 +7,6 @@ machine). The output is the one-machine output: one progress bar, the summary, t
 from __future__ import annotations
 
 import argparse
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 
 from bulkflex.auth import token_options_from_args
 from bulkflex.cli import _exit
@@ -19,24 +15,11 @@ from bulkflex.cli.download import (
     credentials_for,
     options_from_args,
     print_summary,
+    sigterm_as_interrupt,
 )
 
 #: Seconds to wait for a scheduler that does not answer: it either answers at once or is wrong.
 CONNECT_TIMEOUT_S = 5.0
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the job like Ctrl-C does (progress saved, exit 130)."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     log_file = open(args.log_json, "a", encoding="utf-8") if args.log_json else None  # noqa: SIM115
     reporter = _Reporter(not args.no_progress, log_file)
     try:
-        with _sigterm_as_interrupt(), connect(args.dask, timeout_s=CONNECT_TIMEOUT_S) as client:
+        with sigterm_as_interrupt(), connect(args.dask, timeout_s=CONNECT_TIMEOUT_S) as client:
             summary = download_on_cluster(
                 args.manifest,
                 args.dest,

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 from tqdm import tqdm
@@ -26,7 +31,7 @@ from bulkflex.cli._args import human_bytes, positive_float, positive_int, size
 from bulkflex.core.retry import RetryPolicy, StallRule
 from bulkflex.errors import UsageError
 from bulkflex.manifest import manifest_hosts
-from bulkflex.transfer import Credentials, DownloadOptions, Summary, run_download
+from bulkflex.transfer import DownloadOptions, Summary, run_download
 from bulkflex.transfer import events as ev
 
 _FAILURES_SHOWN = 50
@@ -96,6 +101,16 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.flush_seconds,
         metavar="S",
         help="... or every S seconds, whichever comes first (default %(default)s)",
+    )
+    group.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="worker processes on this machine, sharing the connection caps (default 1); "
+        "worth it for many small files when one core is busy. A destination keeps the layout "
+        "of its first run: started with several, it resumes with --processes N workers; "
+        "started with one, it resumes in one",
     )
     group.add_argument(
         "--no-progress", action="store_true", help="no progress bar (for scripts and logs)"
@@ -183,7 +198,56 @@ def run(args: argparse.Namespace) -> int:
         log_json=args.log_json,
         credentials=credentials_for(token_options_from_args(args), args.manifest),
         use_uvloop=want_uvloop(args.uvloop),
+        processes=args.processes,
     )
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the job like Ctrl-C does (progress saved, exit 130)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _signals_set(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM sets ``stop`` (the job saves and returns); a second one interrupts at
+    once (KeyboardInterrupt). Never raising on the first keeps a pipe read from being cut."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _sharded(dest: Path | str, processes: int) -> bool:
+    """Whether this run uses worker processes: see ``--processes`` (a destination keeps the
+    layout of its first run)."""
+    from bulkflex.distributed import layout
+
+    mode = layout(dest)
+    if mode == "single" and processes > 1:
+        print(
+            f"bulkflex: {dest} was started in one process; it resumes in one "
+            "(--processes applies to a new destination)",
+            file=sys.stderr,
+        )
+        return False
+    return mode == "sharded" or (mode is None and processes > 1)
 
 
 class _Reporter:
@@ -264,24 +328,42 @@ def execute(
     *,
     progress: bool,
     log_json: str | None,
-    credentials: Credentials | None,
+    credentials: AuthCredentials | None,
     use_uvloop: bool = False,
+    processes: int = 1,
 ) -> int:
     """Run a download with progress output and a summary; returns the exit status.
 
     Reused by ``bulkflex get`` and ``bulkflex demo``.
     """
+    sharded = _sharded(dest, processes)
     log_file = open(log_json, "a", encoding="utf-8") if log_json else None  # noqa: SIM115
     reporter = _Reporter(progress, log_file)
     try:
-        summary = run_download(
-            manifest,
-            dest,
-            options,
-            on_event=reporter,
-            credentials=credentials,
-            use_uvloop=use_uvloop,
-        )
+        if sharded:
+            from bulkflex.distributed import download_in_processes
+
+            stop = threading.Event()
+            with _signals_set(stop):
+                summary = download_in_processes(
+                    manifest,
+                    dest,
+                    processes,
+                    options,
+                    credentials=credentials,
+                    on_event=reporter,
+                    stop=stop,
+                    use_uvloop=use_uvloop,
+                )
+        else:
+            summary = run_download(
+                manifest,
+                dest,
+                options,
+                on_event=reporter,
+                credentials=credentials,
+                use_uvloop=use_uvloop,
+            )
     finally:
         reporter.close()
         if log_file is not None:

@@ -65,4 +65,5 @@ def run(args: argparse.Namespace) -> int:
         log_json=args.log_json,
         credentials=credentials_for(token_options_from_args(args), manifest),
         use_uvloop=want_uvloop(args.uvloop),
+        processes=args.processes,
     )

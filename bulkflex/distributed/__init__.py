@@ -1,9 +1,13 @@
-"""Scale out: one manifest over a Dask cluster, with the same guarantees as on one machine.
+"""Scale out: one manifest over a Dask cluster, or over worker processes of this machine, with
+the same guarantees as on one machine.
 
 The manifest is split into shards by a stable hash of each path (:func:`shard_index`); every
 shard is one Dask task running the ordinary engine on a worker, with its own state file
 ``DEST/.bulkflex/shard-<i>.sqlite``. See :func:`download_on_cluster` for the guarantees and
 :func:`combined_counts` for the one status of a destination.
+
+:func:`download_in_processes` runs the same sharded job on worker processes of this machine
+(no Dask needed): for jobs where one event loop, one core, is the limit.
 
 The cluster functions need the ``dask`` extra (``distributed``) and import it on first use;
 the sharding and status helpers do not, so ``bulkflex status`` works without Dask installed.
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bulkflex.distributed._job import ClusterError
+from bulkflex.distributed._processes import default_processes, download_in_processes
 from bulkflex.distributed._shards import (
     ShardInfo,
     ShardPlan,
@@ -23,11 +29,10 @@ from bulkflex.distributed._shards import (
     shard_state_name,
     split_manifest,
 )
-from bulkflex.distributed._status import combined_counts, shard_state_files
+from bulkflex.distributed._status import combined_counts, layout, shard_state_files
 
 if TYPE_CHECKING:
     from bulkflex.distributed._client import (
-        ClusterError,
         ClusterUnreachable,
         connect,
         download_on_cluster,
@@ -35,7 +40,6 @@ if TYPE_CHECKING:
     )
 
 _NEEDS_DASK = {
-    "ClusterError",
     "ClusterUnreachable",
     "connect",
     "download_on_cluster",
@@ -59,7 +63,10 @@ __all__ = [
     "choose_shards",
     "combined_counts",
     "connect",
+    "default_processes",
+    "download_in_processes",
     "download_on_cluster",
+    "layout",
     "read_plan",
     "shard_index",
     "shard_manifest_path",

@@ -63,13 +63,13 @@ def shard_manifest_path(dest: str | os.PathLike[str], index: int) -> Path:
     return Path(dest) / STATE_DIR / SHARDS_DIR / f"shard-{index}.jsonl"
 
 
-def choose_shards(entries: int, slots: int) -> int:
-    """K for a new destination: ``SHARDS_PER_SLOT`` per running task, fewer for small manifests.
+def choose_shards(entries: int, slots: int, *, per_slot: int = SHARDS_PER_SLOT) -> int:
+    """K for a new destination: ``per_slot`` per running task, fewer for small manifests.
 
     ``choose_shards(0, n)`` is 1; the result is never above ``entries``.
     """
     by_size = max(1, entries // MIN_ENTRIES_PER_SHARD)
-    return max(1, min(SHARDS_PER_SLOT * max(1, slots), by_size))
+    return max(1, min(max(1, per_slot) * max(1, slots), by_size))
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from bulkflex.distributed._shards import read_plan, shard_manifest_path, shard_s
 from bulkflex.manifest import read_manifest
 from bulkflex.state import DEFAULT_STATE_NAME, StateDB, StatusCounts
 
-__all__ = ["combined_counts", "shard_state_files"]
+__all__ = ["combined_counts", "layout", "shard_state_files"]
 
 _FAILURES_LIMIT = 1000
 
@@ -83,6 +83,27 @@ def _counts(dest: Path, name: str) -> StatusCounts:
         return state.counts(failures_limit=_FAILURES_LIMIT)
     finally:
         state.close()
+
+
+def layout(dest: str | os.PathLike[str]) -> str | None:
+    """How ``dest`` was last downloaded: ``"single"`` (state.sqlite), ``"sharded"`` (a shard
+    plan: a cluster or worker processes), or None (no bulkflex state yet).
+
+    The mode that wrote last wins, as in :func:`combined_counts`; a plan whose shards never
+    started counts as sharded unless a single state file exists.
+    """
+    dest_path = Path(dest)
+    single = (dest_path / STATE_DIR / DEFAULT_STATE_NAME).exists()
+    shards = shard_state_files(dest_path)
+    if not shards:
+        if read_plan(dest_path) is not None and not single:
+            return "sharded"
+        return "single" if single else None
+    if single:
+        newest_shard = max(_last_activity(p) for p in shards)
+        if _last_activity(dest_path / STATE_DIR / DEFAULT_STATE_NAME) > newest_shard:
+            return "single"
+    return "sharded"
 
 
 def combined_counts(dest: str | os.PathLike[str]) -> StatusCounts:
