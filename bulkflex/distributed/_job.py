@@ -288,12 +288,15 @@ def run_job(
         ClusterError: a shard failed otherwise.
     """
     started = time.monotonic()
-    dest_path = Path(dest).resolve()
-    manifest_path = Path(manifest).resolve()
+    # read where the user said (errors name the manifest as given); the shards get absolute
+    # paths, as the workers see them
+    manifest_path = Path(manifest)
+    state_dir = Path(dest) / STATE_DIR
     try:
-        (dest_path / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DestinationError(f"cannot create {dest_path}: {exc.strerror or exc}") from exc
+        raise DestinationError(f"cannot create {state_dir}: {exc.strerror or exc}") from exc
+    dest_path = Path(dest).resolve()
     slots = backend.slots()
     per_host = options.per_host
     k = shards or read_plan(dest_path)

@@ -58,6 +58,8 @@ MAX_DEFAULT_PROCESSES = 4
 _JOIN_S = 10.0
 #: Seconds between a worker's looks at the stop flag and the token.
 _WATCH_S = 0.1
+#: Seconds between a worker's checks that its parent is still there.
+_PARENT_CHECK_S = 1.0
 
 
 class WorkerDied(Exception):
@@ -87,8 +89,15 @@ class _Inbox:
         self._send_lock = threading.Lock()
 
     def read(self) -> None:
+        parent = os.getppid()
         while True:
             try:
+                # a bounded wait, to notice a parent that died without closing the pipe (one
+                # of its other processes may still hold it)
+                if not self.conn.poll(_PARENT_CHECK_S):
+                    if os.getppid() != parent:
+                        break
+                    continue
                 message = self.conn.recv()
             except (EOFError, OSError):  # the parent is gone: save and leave
                 break
@@ -109,8 +118,16 @@ class _Inbox:
             self.conn.send(message)
 
 
-def _worker_main(conn: Connection, use_uvloop: bool) -> None:
-    """Body of a worker process: run shard tasks from the pipe until told to exit."""
+def _worker_main(conn: Connection, use_uvloop: bool, inherited: list[int]) -> None:
+    """Body of a worker process: run shard tasks from the pipe until told to exit.
+
+    ``inherited`` are descriptors a forked worker must close first: the parent's ends of the
+    pipes (its own and earlier workers'). Held open here, they would keep this worker's pipe
+    from ever reporting the parent's death.
+    """
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     inbox = _Inbox(conn)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -176,9 +193,15 @@ class ProcessPool:
         try:
             for i in range(self.processes):
                 here, there = ctx.Pipe(duplex=True)
+                # a forked worker inherits every descriptor; a spawned one only its pipe
+                inherited = (
+                    [w.conn.fileno() for w in self._workers] + [here.fileno()]
+                    if method == "fork"
+                    else []
+                )
                 process = ctx.Process(
                     target=_worker_main,
-                    args=(there, self.use_uvloop),
+                    args=(there, self.use_uvloop, inherited),
                     name=f"bulkflex-worker-{i}",
                     daemon=True,
                 )

@@ -34,6 +34,7 @@ from bulkflex.distributed._shards import shard_state_name
 from bulkflex.errors import BulkflexError, StateError
 from bulkflex.transfer import DownloadOptions, Summary, download_async
 from bulkflex.transfer import events as ev
+from bulkflex.transfer.engine import first_error
 
 __all__ = [
     "FORWARD_INTERVAL_S",
@@ -207,6 +208,11 @@ def run_shard_locked(
             return anyio.run(_main, task, link, backend=backend, backend_options=backend_options)
     except BulkflexError as exc:
         return ShardFailure(task.index, type(exc).__name__, exc.exit_code, str(exc))
+    except BaseExceptionGroup as group:  # raised through the shard's task group
+        error = first_error(group)
+        if isinstance(error, BulkflexError):
+            return ShardFailure(task.index, type(error).__name__, error.exit_code, str(error))
+        raise error from None
 
 
 async def _main(task: ShardTask, link: ShardLink) -> Summary:

@@ -16,8 +16,9 @@ descendants of the CLI process, identified by pid and start time so a reused pid
 mistaken for a worker. Each CLI that is signalled runs in its own session; whatever a test
 leaves running (a worker that outlived its parent included) is killed when the test ends.
 
-Tests marked xfail(strict=True) show bulkflex bugs found while writing this file; each reason
-names the cause. Once the bug is fixed the test passes, strict xfail fails, and the mark goes.
+Four tests here first failed on real bugs of the worker pool (workers outliving a SIGKILLed
+parent, fatal shard errors reported as crashes, error lines naming resolved paths); they pass
+since those were fixed.
 
 A shard plan needs at least 25 entries per shard (``MIN_ENTRIES_PER_SHARD``), so every job that
 must really run on two workers has 50 entries or more.
@@ -476,12 +477,6 @@ def test_interrupt_saves_progress_stops_workers_and_rerun_finishes(
     assert not (dest / STATE / "state.sqlite").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bulkflex bug: forked workers inherit the parent's ends of the pipes "
-    "(ProcessPool.__enter__ forks after creating them and never closes them in the child), so "
-    "a worker never sees EOF when the parent dies: it downloads on, then idles forever",
-)
 def test_sigkill_of_the_parent_workers_save_and_exit_then_rerun_finishes(
     slow_server: FaultServer, tmp_path: Path, jobs: Jobs
 ) -> None:
@@ -587,11 +582,6 @@ def test_malformed_manifest_line_is_one_error_and_nothing_runs(tmp_path: Path) -
         assert shard_files(dest) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bulkflex bug: run_job resolves the manifest path before it splits the manifest, "
-    "so under --processes a ManifestError names the absolute path, not the one given",
-)
 def test_error_lines_name_paths_as_one_process_does(tmp_path: Path) -> None:
     """The same bad input gives the same error line whatever --processes says."""
     with FaultServer() as server:
@@ -608,12 +598,6 @@ def test_error_lines_name_paths_as_one_process_does(tmp_path: Path) -> None:
     assert several.stderr_lines == single.stderr_lines, several.describe()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bulkflex bug: a fatal error in a shard (here AuthError) leaves _shard._main "
-    "wrapped in anyio's ExceptionGroup, which run_shard_locked does not catch: the worker "
-    "reports a crash (tracebacks, ClusterError, exit 1) instead of ShardFailure (exit 3)",
-)
 def test_no_token_exits_3_with_the_one_process_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -662,11 +646,6 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
             subprocess.run(["umount", "-l", os.fspath(path)], capture_output=True, timeout=30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bulkflex bug: the shard's DestinationError reaches run_shard_locked inside "
-    "anyio's ExceptionGroup (as for the missing token): exit 1 and tracebacks, not exit 4",
-)
 def test_full_disk_exits_4_with_one_line_and_rerun_after_freeing_space_completes(
     tmp_path: Path,
 ) -> None:
