@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _measure import run_measured
+from _memory import held_free_pages
 from _peers import PEERS, Context, Peer, clean_env
 from _report import KillResult, Row, ToolRun, render, write_chart, write_json
 from _servers import PROFILES, Server, find_lua_modules
@@ -316,6 +318,34 @@ def run_workload(
             )
 
 
+def _run_profiles(
+    args: argparse.Namespace,
+    file_sets: dict[str, FileSet],
+    peers: list[Peer],
+    rows: list[Row],
+    kills: list[KillResult],
+    notes: list[str],
+    sets_root: Path,
+    server_kinds: list[str],
+) -> None:
+    """Every workload on every server profile (appends to rows, kills, notes, server_kinds)."""
+    prefer_nginx = args.server != "aiohttp"
+    for profile in args.profiles:
+        with Server(sets_root, profile, prefer_nginx=prefer_nginx) as server:
+            server_kinds.append(f"{profile}: {server.kind}")
+            for n in server.notes:
+                if n not in notes:
+                    notes.append(n)
+            log(f"== profile {profile}: {server.kind} on {server.base_url}")
+            for w in args.workloads:
+                try:
+                    run_workload(w, file_sets[w], server, peers, args, rows, kills, notes)
+                except Exception as exc:  # keep the other workloads and the report
+                    log(f"!! {w}/{profile} crashed: {exc!r}")
+                    log("".join(traceback.format_exc()))
+                    notes.append(f"{w}/{profile}: harness error {exc!r}; results incomplete")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__ or "bulkflex benchmark")
     p.add_argument(
@@ -339,6 +369,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--kill-at", type=float, default=0.5, help="kill once this fraction is written (0.5)"
     )
     p.add_argument("--no-install", action="store_true", help="do not apt-get / pip install")
+    p.add_argument(
+        "--no-hold-memory",
+        dest="hold_memory",
+        action="store_false",
+        help="leave free page reporting as it is (see benchmarks/_memory.py)",
+    )
     p.add_argument("--cache", type=Path, default=HERE / ".data", help="generated files")
     p.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
     args = p.parse_args(argv)
@@ -377,7 +413,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.server == "nginx" and not shutil.which("nginx"):
         log("nginx is not installed")
         return 2
-    prefer_nginx = args.server != "aiohttp"
     if args.server == "aiohttp":
         notes.append("aiohttp fallback server chosen with --server aiohttp")
 
@@ -407,21 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     versions = tool_versions()  # before the runs: the code measured, not the code at the end
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     interrupted = False
+    # room for the largest output, its copy in the page cache while it is verified, and spare
+    warm = 2 * max(fs.total_bytes for fs in file_sets.values()) + 2**30
+    steady = held_free_pages(warm, notes) if args.hold_memory else contextlib.nullcontext()
     try:
-        for profile in args.profiles:
-            with Server(sets_root, profile, prefer_nginx=prefer_nginx) as server:
-                server_kinds.append(f"{profile}: {server.kind}")
-                for n in server.notes:
-                    if n not in notes:
-                        notes.append(n)
-                log(f"== profile {profile}: {server.kind} on {server.base_url}")
-                for w in args.workloads:
-                    try:
-                        run_workload(w, file_sets[w], server, peers, args, rows, kills, notes)
-                    except Exception as exc:  # keep the other workloads and the report
-                        log(f"!! {w}/{profile} crashed: {exc!r}")
-                        log("".join(traceback.format_exc()))
-                        notes.append(f"{w}/{profile}: harness error {exc!r}; results incomplete")
+        with steady:
+            _run_profiles(args, file_sets, peers, rows, kills, notes, sets_root, server_kinds)
     except KeyboardInterrupt:
         interrupted = True
         notes.append("interrupted (Ctrl-C): results incomplete")

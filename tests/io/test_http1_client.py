@@ -281,6 +281,70 @@ async def test_content_length_bodies_come_in_whole_blocks_on_one_connection() ->
     assert len(set(peers)) == 1  # every request went over the first connection
 
 
+async def test_pieces_a_reader_still_holds_are_never_overwritten_by_later_bodies() -> None:
+    # Blocks are pooled: a block must not be written again while any view of it is alive
+    bodies = [payload(4 * BLOCK, seed) for seed in range(6)]
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=bodies[int(request.match_info["i"])])
+
+    async with (
+        app_server([web.get("/b/{i}", serve)]) as (base, _),
+        http_client(block_size=BLOCK, tick=NO_TICK) as client,
+    ):
+        held: list[list[memoryview]] = []
+        for i in range(len(bodies)):
+            with anyio.fail_after(DEADLINE):
+                response = await client.get(f"{base}/b/{i}", {})
+                held.append([piece async for piece in response.iter_any()])
+            response.release()
+        # every body read since, into whatever blocks were free, left the held ones alone
+        for i, pieces in enumerate(held):
+            assert b"".join(pieces) == bodies[i]
+        assert len(client.blocks) == 4 * len(bodies)  # all in use: a new block for each
+
+
+async def test_blocks_a_reader_let_go_of_are_reused() -> None:
+    body = payload(4 * BLOCK)
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    async with (
+        app_server([web.get("/b", serve)]) as (base, _),
+        http_client(block_size=BLOCK, tick=NO_TICK) as client,
+    ):
+        for _ in range(20):
+            with anyio.fail_after(DEADLINE):
+                response = await client.get(f"{base}/b", {})
+                data = bytearray()
+                async for piece in response.iter_any():
+                    data += piece
+                    del piece  # the reader keeps no view: the block is free again
+            response.release()
+            assert data == body
+        # 80 blocks of body went through at most a few distinct blocks
+        assert 1 <= len(client.blocks) <= 3
+
+
+async def test_small_bodies_do_not_take_pooled_blocks() -> None:
+    body = payload(BLOCK // 2 - 1)
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    async with (
+        app_server([web.get("/b", serve)]) as (base, _),
+        http_client(block_size=BLOCK, tick=NO_TICK) as client,
+    ):
+        with anyio.fail_after(DEADLINE):
+            response = await client.get(f"{base}/b", {})
+            data, sizes = await read_body(response)
+        response.release()
+    assert data == body and sizes == [len(body)]
+    assert len(client.blocks) == 0
+
+
 async def test_no_body_statuses_end_at_once_and_keep_the_connection() -> None:
     async def no_content(request: web.Request) -> web.Response:
         return web.Response(status=204)
