@@ -196,6 +196,8 @@ class PartFile:
         self.part = self.final.with_name(self.final.name + PART_SUFFIX)
         self._guard = guard
         self._fd: int | None = None
+        #: the file may be longer than what was written (kept bytes, or a preallocation)
+        self._may_be_longer = True
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -222,6 +224,7 @@ class PartFile:
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
         if truncate:
             flags |= os.O_TRUNC
+        self._may_be_longer = not truncate or bool(preallocate)
         try:
             self._fd = os.open(self.part, flags, 0o644)
             if preallocate and hasattr(os, "posix_fallocate"):
@@ -323,7 +326,8 @@ class PartFile:
             if self._fd is None:  # zero-byte file never opened by a write
                 self.open(truncate=True)
             assert self._fd is not None
-            os.ftruncate(self._fd, size)  # drop any preallocated tail
+            if self._may_be_longer:  # drop a preallocated tail or bytes past the end
+                os.ftruncate(self._fd, size)
             if durable:
                 os.fsync(self._fd)
             self.close()
