@@ -252,6 +252,11 @@ def _bulkflex(ctx: Context, connections: int = CONNECTIONS, per_file: int = 4) -
     ]
 
 
+def _bulkflex_processes(ctx: Context) -> list[str]:
+    """bulkflex over 2 worker processes (the same 16 connections in all) on many files."""
+    return [*_bulkflex(ctx), "--processes", "2"]
+
+
 def _bulkflex_wide(ctx: Context) -> list[str]:
     """bulkflex with aria2c -x16 -j16's connection budget on 4 large files: 16 per file."""
     return _bulkflex(ctx, connections=64, per_file=16)
@@ -281,6 +286,15 @@ PEERS: tuple[Peer, ...] = (
         _bulkflex_wide,
         bulkflex_available,
         workloads=frozenset({"large"}),
+    ),
+    # the same engine in 2 worker processes, sharing the same 16 connections: what a second
+    # core buys on many small files; not a peer
+    Peer(
+        "bulkflex-p2",
+        "bulkflex --processes 2",
+        _bulkflex_processes,
+        bulkflex_available,
+        workloads=frozenset({"small", "tiny"}),
     ),
     Peer("aria2c", "aria2c -x16 -s16 -k1M -j16", _aria2c_tuned, _which("aria2c")),
     Peer("aria2c-default", "aria2c (defaults)", _aria2c_default, _which("aria2c")),
