@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ from bulkflex.transfer.events import EventCallback
 if TYPE_CHECKING:
     import distributed
 
+log = logging.getLogger("bulkflex")
+
 
 def download(
     manifest: str | os.PathLike[str],
@@ -24,6 +27,7 @@ def download(
     token: TokenOptions | None = None,
     credentials: Credentials | None = None,
     on_event: EventCallback | None = None,
+    processes: int = 1,
     **options: Any,
 ) -> Summary:
     """Download every entry of ``manifest`` into ``dest``; resume whatever an earlier run left.
@@ -37,6 +41,8 @@ def download(
             token is scoped to the manifest's hosts. By default ``$MAAP_TOKEN`` when set.
         credentials: a ready token holder, instead of ``token``.
         on_event: called with progress events (``bulkflex.transfer.events``).
+        processes: worker processes on this machine (see ``--processes``; a destination
+            keeps the layout of its first run). Ignored with ``client``.
         **options: fields of :class:`~bulkflex.transfer.DownloadOptions`
             (``connections=``, ``per_host=``, ``connections_per_file=``, ``flush_bytes=`` ...).
 
@@ -60,5 +66,14 @@ def download(
 
         return download_on_cluster(
             manifest, dest, client, settings, credentials=credentials, on_event=on_event
+        )
+    from bulkflex.distributed import download_in_processes, use_processes
+
+    sharded, note = use_processes(dest, processes)
+    if note:
+        log.warning("%s", note)
+    if sharded:
+        return download_in_processes(
+            manifest, dest, processes, settings, credentials=credentials, on_event=on_event
         )
     return run_download(manifest, dest, settings, on_event=on_event, credentials=credentials)

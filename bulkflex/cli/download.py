@@ -235,19 +235,14 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
 
 
 def _sharded(dest: Path | str, processes: int) -> bool:
-    """Whether this run uses worker processes: see ``--processes`` (a destination keeps the
-    layout of its first run)."""
-    from bulkflex.distributed import layout
+    """Whether this run uses worker processes (a destination keeps the layout of its first
+    run); says so when ``--processes`` is not followed."""
+    from bulkflex.distributed import use_processes
 
-    mode = layout(dest)
-    if mode == "single" and processes > 1:
-        print(
-            f"bulkflex: {dest} was started in one process; it resumes in one "
-            "(--processes applies to a new destination)",
-            file=sys.stderr,
-        )
-        return False
-    return mode == "sharded" or (mode is None and processes > 1)
+    sharded, note = use_processes(dest, processes)
+    if note:
+        print(f"bulkflex: {note}", file=sys.stderr)
+    return sharded
 
 
 class _Reporter:

@@ -29,7 +29,12 @@ from bulkflex.distributed._shards import (
     shard_state_name,
     split_manifest,
 )
-from bulkflex.distributed._status import combined_counts, layout, shard_state_files
+from bulkflex.distributed._status import (
+    combined_counts,
+    layout,
+    shard_state_files,
+    use_processes,
+)
 
 if TYPE_CHECKING:
     from bulkflex.distributed._client import (
@@ -74,4 +79,5 @@ __all__ = [
     "shard_state_name",
     "split_evenly",
     "split_manifest",
+    "use_processes",
 ]

@@ -22,7 +22,7 @@ from bulkflex.distributed._shards import read_plan, shard_manifest_path, shard_s
 from bulkflex.manifest import read_manifest
 from bulkflex.state import DEFAULT_STATE_NAME, StateDB, StatusCounts
 
-__all__ = ["combined_counts", "layout", "shard_state_files"]
+__all__ = ["combined_counts", "layout", "shard_state_files", "use_processes"]
 
 _FAILURES_LIMIT = 1000
 
@@ -104,6 +104,23 @@ def layout(dest: str | os.PathLike[str]) -> str | None:
         if _last_activity(dest_path / STATE_DIR / DEFAULT_STATE_NAME) > newest_shard:
             return "single"
     return "sharded"
+
+
+def use_processes(dest: str | os.PathLike[str], processes: int) -> tuple[bool, str | None]:
+    """Whether a run with ``processes`` requested uses worker processes, and a note for the
+    user when the request is not followed.
+
+    A destination keeps the layout of its first run: sharded (by a cluster or by worker
+    processes), it resumes sharded with any ``processes``; single, it resumes single (its
+    partial files are recorded in state.sqlite, which shards would not see).
+    """
+    mode = layout(dest)
+    if mode == "single" and processes > 1:
+        return False, (
+            f"{os.fspath(dest)} was started in one process; it resumes in one "
+            "(--processes applies to a new destination)"
+        )
+    return mode == "sharded" or (mode is None and processes > 1), None
 
 
 def combined_counts(dest: str | os.PathLike[str]) -> StatusCounts:
