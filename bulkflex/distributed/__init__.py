@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bulkflex.distributed._job import ClusterError
-from bulkflex.distributed._processes import default_processes, download_in_processes
+from bulkflex.distributed._processes import download_in_processes
 from bulkflex.distributed._shards import (
     ShardInfo,
     ShardPlan,
@@ -68,7 +68,6 @@ __all__ = [
     "choose_shards",
     "combined_counts",
     "connect",
-    "default_processes",
     "download_in_processes",
     "download_on_cluster",
     "layout",

@@ -19,7 +19,7 @@
 # - Workers are forked when the calling process has no other thread (the CLI: nothing to
 #   copy but the imports); otherwise they come from a fork server, as forking a threaded
 #   process can copy a lock in a locked state.
-"""Local multi-process downloads: :func:`download_in_processes`, :func:`default_processes`."""
+"""Local multi-process downloads: :func:`download_in_processes` over a :class:`ProcessPool`."""
 
 from __future__ import annotations
 
@@ -48,12 +48,10 @@ from bulkflex.distributed._shard import JobNames, ShardLink, ShardTask, run_shar
 from bulkflex.transfer import DownloadOptions, Summary
 from bulkflex.transfer import events as ev
 
-__all__ = ["WorkerDied", "default_processes", "download_in_processes"]
+__all__ = ["ProcessPool", "WorkerDied", "download_in_processes"]
 
 log = logging.getLogger(__name__)
 
-#: Most worker processes chosen by default: past a few, the disk and the links are the limit.
-MAX_DEFAULT_PROCESSES = 4
 #: Seconds a worker gets to finish after "exit" (it is idle then) before it is killed.
 _JOIN_S = 10.0
 #: Seconds between a worker's looks at the stop flag and the token.
@@ -64,15 +62,6 @@ _PARENT_CHECK_S = 1.0
 
 class WorkerDied(Exception):
     """A worker process ended without a result (killed, or crashed in C code)."""
-
-
-def default_processes() -> int:
-    """Worker processes for a job that benefits from several: one per usable core, at most 4."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_DEFAULT_PROCESSES))
 
 
 # -- the worker side ------------------------------------------------------------------------
