@@ -252,9 +252,9 @@ def _bulkflex(ctx: Context, connections: int = CONNECTIONS, per_file: int = 4) -
     ]
 
 
-def _bulkflex_processes(ctx: Context) -> list[str]:
-    """bulkflex over 2 worker processes (the same 16 connections in all) on many files."""
-    return [*_bulkflex(ctx), "--processes", "2"]
+def _bulkflex_one_process(ctx: Context) -> list[str]:
+    """bulkflex held to one process (its default on many files is one worker per core)."""
+    return [*_bulkflex(ctx), "--processes", "1"]
 
 
 def _bulkflex_wide(ctx: Context) -> list[str]:
@@ -287,12 +287,12 @@ PEERS: tuple[Peer, ...] = (
         bulkflex_available,
         workloads=frozenset({"large"}),
     ),
-    # the same engine in 2 worker processes, sharing the same 16 connections: what a second
-    # core buys on many small files; not a peer
+    # the same engine held to one process (on many files bulkflex runs one worker process a
+    # core by default): what the second core buys; not a peer
     Peer(
-        "bulkflex-p2",
-        "bulkflex --processes 2",
-        _bulkflex_processes,
+        "bulkflex-p1",
+        "bulkflex --processes 1",
+        _bulkflex_one_process,
         bulkflex_available,
         workloads=frozenset({"small", "tiny"}),
     ),

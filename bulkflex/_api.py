@@ -27,7 +27,7 @@ def download(
     token: TokenOptions | None = None,
     credentials: Credentials | None = None,
     on_event: EventCallback | None = None,
-    processes: int = 1,
+    processes: int | None = 1,
     **options: Any,
 ) -> Summary:
     """Download every entry of ``manifest`` into ``dest``; resume whatever an earlier run left.
@@ -41,8 +41,9 @@ def download(
             token is scoped to the manifest's hosts. By default ``$MAAP_TOKEN`` when set.
         credentials: a ready token holder, instead of ``token``.
         on_event: called with progress events (``bulkflex.transfer.events``).
-        processes: worker processes on this machine (see ``--processes``; a destination
-            keeps the layout of its first run). Ignored with ``client``.
+        processes: worker processes on this machine, or None for the command line's
+            automatic choice (see ``--processes``; a destination keeps the layout of its
+            first run). Ignored with ``client``.
         **options: fields of :class:`~bulkflex.transfer.DownloadOptions`
             (``connections=``, ``per_host=``, ``connections_per_file=``, ``flush_bytes=`` ...).
 
@@ -69,11 +70,11 @@ def download(
         )
     from bulkflex.distributed import download_in_processes, use_processes
 
-    sharded, note = use_processes(dest, processes)
+    workers, note = use_processes(dest, processes, manifest)
     if note:
         log.warning("%s", note)
-    if sharded:
+    if workers:
         return download_in_processes(
-            manifest, dest, processes, settings, credentials=credentials, on_event=on_event
+            manifest, dest, workers, settings, credentials=credentials, on_event=on_event
         )
     return run_download(manifest, dest, settings, on_event=on_event, credentials=credentials)

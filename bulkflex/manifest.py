@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from bulkflex.core.checksum import MultihashError, parse_multihash
 from bulkflex.core.paths import PART_SUFFIX, UnsafePath, safe_relative_path
-from bulkflex.errors import ManifestError
+from bulkflex.errors import ManifestError, UsageError
 
 __all__ = [
     "ManifestEntry",
@@ -167,11 +167,15 @@ def read_manifest(source: str | os.PathLike[str] | IO[str]) -> Iterator[tuple[in
     Raises:
         ManifestError: on the first malformed line (bad JSON, missing url, unsafe path, bad
             multihash, wrong field type); entries before it have already been yielded.
-        OSError: the file cannot be opened.
+        UsageError: the file cannot be opened (missing, a folder, no permission).
     """
     if isinstance(source, str | os.PathLike):
         name = os.fspath(source)
-        with open(name, encoding="utf-8", errors="strict") as handle:
+        try:
+            handle = open(name, encoding="utf-8", errors="strict")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+        with handle:
             try:
                 yield from _iter_lines(handle, name)
             except UnicodeDecodeError as exc:

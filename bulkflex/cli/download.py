@@ -104,13 +104,13 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--processes",
-        type=positive_int,
-        default=1,
+        type=_processes,
+        default=None,
         metavar="N",
-        help="worker processes on this machine, sharing the connection caps (default 1); "
-        "worth it for many small files when one core is busy. A destination keeps the layout "
-        "of its first run: started with several, it resumes with --processes N workers; "
-        "started with one, it resumes in one",
+        help="worker processes on this machine, sharing the connection caps; default auto: "
+        "one per core (at most 4) for a new destination with 1000 entries or more, else 1. "
+        "A destination keeps the layout of its first run: started with workers, it resumes "
+        "with workers; started in one process, it resumes in one",
     )
     group.add_argument(
         "--no-progress", action="store_true", help="no progress bar (for scripts and logs)"
@@ -127,6 +127,11 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         help="use uvloop when installed (default: yes if installed)",
     )
     add_token_arguments(parser)
+
+
+def _processes(text: str) -> int | None:
+    """``--processes``: a positive whole number, or ``auto`` (None)."""
+    return None if text == "auto" else positive_int(text)
 
 
 def options_from_args(args: argparse.Namespace) -> DownloadOptions:
@@ -234,15 +239,15 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _sharded(dest: Path | str, processes: int) -> bool:
-    """Whether this run uses worker processes (a destination keeps the layout of its first
-    run); says so when ``--processes`` is not followed."""
+def _workers(dest: Path | str, processes: int | None, manifest: Path | str) -> int:
+    """Worker processes for this run (0: the one-process engine), see ``--processes``; says
+    so when a request is not followed."""
     from bulkflex.distributed import use_processes
 
-    sharded, note = use_processes(dest, processes)
+    workers, note = use_processes(dest, processes, manifest)
     if note:
         print(f"bulkflex: {note}", file=sys.stderr)
-    return sharded
+    return workers
 
 
 class _Reporter:
@@ -325,17 +330,18 @@ def execute(
     log_json: str | None,
     credentials: AuthCredentials | None,
     use_uvloop: bool = False,
-    processes: int = 1,
+    processes: int | None = 1,
 ) -> int:
     """Run a download with progress output and a summary; returns the exit status.
 
-    Reused by ``bulkflex get`` and ``bulkflex demo``.
+    ``processes``: worker processes (None: automatic, see ``--processes``). Reused by
+    ``bulkflex get`` and ``bulkflex demo``.
     """
-    sharded = _sharded(dest, processes)
+    workers = _workers(dest, processes, manifest)
     log_file = open(log_json, "a", encoding="utf-8") if log_json else None  # noqa: SIM115
     reporter = _Reporter(progress, log_file)
     try:
-        if sharded:
+        if workers:
             from bulkflex.distributed import download_in_processes
 
             stop = threading.Event()
@@ -343,7 +349,7 @@ def execute(
                 summary = download_in_processes(
                     manifest,
                     dest,
-                    processes,
+                    workers,
                     options,
                     credentials=credentials,
                     on_event=reporter,

@@ -18,7 +18,12 @@ import sqlite3
 from pathlib import Path
 
 from bulkflex.core.paths import STATE_DIR
-from bulkflex.distributed._shards import read_plan, shard_manifest_path, shard_state_name
+from bulkflex.distributed._shards import (
+    count_entries,
+    read_plan,
+    shard_manifest_path,
+    shard_state_name,
+)
 from bulkflex.manifest import read_manifest
 from bulkflex.state import DEFAULT_STATE_NAME, StateDB, StatusCounts
 
@@ -106,21 +111,55 @@ def layout(dest: str | os.PathLike[str]) -> str | None:
     return "sharded"
 
 
-def use_processes(dest: str | os.PathLike[str], processes: int) -> tuple[bool, str | None]:
-    """Whether a run with ``processes`` requested uses worker processes, and a note for the
-    user when the request is not followed.
+#: A new destination gets worker processes by default from this many manifest entries: below
+#: it, per-file work is not what limits a job, and each worker costs a start.
+AUTO_MIN_ENTRIES = 1000
+#: ... at most this many (one per core up to it): past a few, the links and the disk limit.
+AUTO_MAX_PROCESSES = 4
 
-    A destination keeps the layout of its first run: sharded (by a cluster or by worker
-    processes), it resumes sharded with any ``processes``; single, it resumes single (its
-    partial files are recorded in state.sqlite, which shards would not see).
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def use_processes(
+    dest: str | os.PathLike[str],
+    processes: int | None,
+    manifest: str | os.PathLike[str] | None = None,
+) -> tuple[int, str | None]:
+    """Worker processes for a run (0: none, the one-process engine), and a note for the user
+    when a request is not followed.
+
+    ``processes`` None means automatic: a new destination gets one worker per core (at most
+    :data:`AUTO_MAX_PROCESSES`) when ``manifest`` has :data:`AUTO_MIN_ENTRIES` entries or more
+    and there are two cores or more. A destination keeps the layout of its first run: sharded
+    (by a cluster or by worker processes), it resumes sharded with any ``processes``; single,
+    it resumes single (its partial files are recorded in state.sqlite, which shards would not
+    see).
+
+    Raises:
+        UsageError: the manifest cannot be read (automatic choice for a new destination).
     """
     mode = layout(dest)
-    if mode == "single" and processes > 1:
-        return False, (
-            f"{os.fspath(dest)} was started in one process; it resumes in one "
-            "(--processes applies to a new destination)"
-        )
-    return mode == "sharded" or (mode is None and processes > 1), None
+    auto = min(_cores(), AUTO_MAX_PROCESSES)
+    if mode == "single":
+        note = None
+        if processes is not None and processes > 1:
+            note = (
+                f"{os.fspath(dest)} was started in one process; it resumes in one "
+                "(--processes applies to a new destination)"
+            )
+        return 0, note
+    if mode == "sharded":
+        return (processes or auto), None
+    if processes is not None:
+        return (processes if processes > 1 else 0), None
+    if auto > 1 and manifest is not None and count_entries(manifest) >= AUTO_MIN_ENTRIES:
+        return auto, None
+    return 0, None
 
 
 def combined_counts(dest: str | os.PathLike[str]) -> StatusCounts:

@@ -148,6 +148,22 @@ def test_malformed_manifest_line_stops_the_run_before_any_request(
     assert server.total_requests == 0
 
 
+@pytest.mark.parametrize("processes", [[], ["--processes", "1"], ["--processes", "2"]])
+@pytest.mark.parametrize(("what", "reason"), [("missing", "No such file or directory"),
+                                              ("folder", "Is a directory")])  # fmt: skip
+def test_unreadable_manifest_is_one_line_and_exit_2(
+    tmp_path: Path, processes: list[str], what: str, reason: str
+) -> None:
+    manifest = tmp_path / "m.jsonl"
+    if what == "folder":
+        manifest.mkdir()
+    result = run_cli(*download_args(manifest, tmp_path / "dest"), *processes)
+    assert result.returncode == 2, result.describe()
+    assert result.stderr_lines == [f"bulkflex: error: cannot read {manifest}: {reason}"], (
+        result.describe()
+    )
+
+
 def test_duplicate_path_stops_the_run_before_any_request(
     server: FaultServer, tmp_path: Path
 ) -> None:
