@@ -774,3 +774,28 @@ def test_json_log_has_one_start_one_finish_and_one_verified_per_file(tmp_path: P
         verified = sorted(e["path"] for e in events if e["event"] == "verified")
         assert verified == sorted(expected)
         assert "failed" not in kinds
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@pytest.mark.parametrize(("count", "sharded"), [(999, False), (1000, True)])
+def test_without_the_flag_a_new_destination_of_1000_entries_gets_a_worker_per_core(
+    tmp_path: Path, count: int, sharded: bool
+) -> None:
+    with FaultServer() as server:
+        manifest, expected = make_job(server, tmp_path, count, size=64)
+        dest = tmp_path / "dest"
+        result = run_cli(*download_args(manifest, dest), timeout=120)
+        assert result.returncode == 0, result.describe()
+        assert f"{count} downloaded" in summary_line(result)
+        assert all((dest / path).read_bytes() == data for path, data in expected.items())
+        workers = min(_cores(), 4) if sharded else 1
+        if workers > 1:
+            assert shard_files(dest) == [f"shard-{i}.sqlite" for i in range(workers)]
+            assert not (dest / STATE / "state.sqlite").exists()
+        else:
+            assert shard_files(dest) == []
+            assert (dest / STATE / "state.sqlite").exists()
+        assert server.total_requests == count
