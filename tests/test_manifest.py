@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulkflex.errors import ManifestError
+from bulkflex.errors import ManifestError, UsageError
 from bulkflex.manifest import ManifestEntry, ManifestWriter, read_manifest, write_manifest
 
 SHA = "1220" + "ab" * 32
@@ -102,9 +102,12 @@ def test_non_utf8_file_is_a_manifest_error(tmp_path: Path) -> None:
         list(read_manifest(path))
 
 
-def test_missing_file_is_an_os_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        list(read_manifest(tmp_path / "absent.jsonl"))
+def test_missing_file_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    absent = tmp_path / "absent.jsonl"
+    with pytest.raises(UsageError) as caught:
+        list(read_manifest(absent))
+    assert str(caught.value) == f"cannot read {absent}: No such file or directory"
+    assert caught.value.exit_code == 2
 
 
 def test_to_json_keeps_unknown_fields_and_never_lets_them_override() -> None:
