@@ -220,7 +220,9 @@ class _Connection(asyncio.BufferedProtocol):
             assert self.transport is not None
             self.transport.pause_reading()
             self._paused = True
-        if self._ready and self._waiter is not None:
+        # the end of a chunked body can come alone (the last chunk, no data): wake the reader
+        # for that too, or it waits for the read timeout
+        if (self._ready or self._complete) and self._waiter is not None:
             self._wake()
 
     def eof_received(self) -> bool:
@@ -410,6 +412,9 @@ class _Connection(asyncio.BufferedProtocol):
             return
         if self._unhanded():
             self._wake_partial = True
+            self._wake()
+            return
+        if self._complete:  # a wake-up was missed: never wait out the timeout for nothing
             self._wake()
             return
         delay = min(self._client.tick, self._client.read_timeout - idle)

@@ -573,6 +573,35 @@ async def test_chunked_body_broken_mid_way_yields_the_decoded_bytes_then_raises(
         response.close()
 
 
+async def test_last_chunk_arriving_alone_ends_the_body_at_once() -> None:
+    # The terminal chunk carries no data: it must still wake a reader that already has every
+    # byte (it waited for the read timeout, on asyncio's event loop, where it came alone)
+    data = payload(4096, seed=3)
+    all_read = asyncio.Event()
+
+    async def handler(conn: RawConn) -> None:
+        await conn.read_request()
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        await conn.send(head + b"1000\r\n" + data + b"\r\n")
+        await all_read.wait()  # the reader has the data and waits for more
+        await conn.send(b"0\r\n\r\n")
+
+    async with (
+        RawServer(handler) as server,
+        http_client(block_size=BLOCK, tick=NO_TICK, read_timeout=NO_TICK) as client,
+    ):
+        received = bytearray()
+        with anyio.fail_after(DEADLINE):  # a missed wake-up waits for the 60 s read timeout
+            response = await client.get(server.url(), {})
+            async for piece in response.iter_any():
+                received += piece
+                if len(received) == len(data):
+                    all_read.set()
+        assert bytes(received) == data
+        assert response.complete
+        response.release()
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. read timeouts, and partial blocks on a slow link
 
