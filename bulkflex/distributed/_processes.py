@@ -177,6 +177,7 @@ class ProcessPool:
         method = "fork" if _fork_is_safe() else "forkserver"
         if method not in multiprocessing.get_all_start_methods():
             method = "spawn"
+        log.debug("starting %d worker processes (%s)", self.processes, method)
         # typed as BaseContext, which typeshed gives no Process; every concrete context has one
         ctx: Any = multiprocessing.get_context(method)
         try:
