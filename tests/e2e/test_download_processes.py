@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from authserver import AuthServer
+from authserver import OFFLINE_TOKEN, AuthServer
 from authserver import sha256_multihash as auth_multihash
 from clirun import (
     Result,
@@ -754,6 +754,60 @@ def test_tokens_are_read_by_the_parent_once_per_expiry_and_never_written(
         for token in server.issued:
             leaked = [name for name, blob in blobs.items() if token.encode() in blob]
             assert not leaked, f"a token leaked into {leaked}"
+
+
+def test_oidc_refresh_token_grant_runs_once_per_expiry_for_all_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MAAP_TOKEN", raising=False)
+    monkeypatch.setenv("OFFLINE_FOR_TEST", OFFLINE_TOKEN)
+    # the server stops taking a token after 10 requests; the refresh token then gets a new one
+    with AuthServer(rotate_every=10, chunk_delay=0.002) as server:
+        expected = {f"o/f{i:03d}.bin": server.add_file(f"f{i:03d}.bin", 8 * KiB) for i in range(60)}
+        manifest = write_manifest(
+            tmp_path / "m.jsonl",
+            [
+                {
+                    "url": server.url(path.rsplit("/", 1)[1]),
+                    "path": path,
+                    "size": len(data),
+                    "checksum": auth_multihash(data),
+                }
+                for path, data in expected.items()
+            ],
+        )
+        dest = tmp_path / "dest"
+        result = run_cli(
+            "-vv",
+            *download_args(
+                manifest,
+                dest,
+                "--processes",
+                "2",
+                "--connections",
+                "4",
+                "--per-host",
+                "4",
+                "--oidc-token-url",
+                f"{server.base_url}/oidc",
+                "--oidc-client-id",
+                "bulkflex-test",
+                "--oidc-refresh-token-env",
+                "OFFLINE_FOR_TEST",
+            ),
+            timeout=60,
+        )
+        assert result.returncode == 0, result.describe()
+        assert_files(dest, expected)
+        assert len(shard_files(dest)) == 2
+        assert server.rotations >= 2, f"only {server.rotations} rotations: test too easy"
+        # one grant at start, then one per expiry, however many workers were refused
+        assert server.grants == 1 + server.rotations, result.describe()
+        texts = result.stdout + result.stderr
+        blobs = [p.read_bytes() for p in dest.rglob("*") if p.is_file()]
+        for token in [*server.issued, OFFLINE_TOKEN]:
+            assert token not in texts
+            assert not any(token.encode() in blob for blob in blobs)
 
 
 # -- the JSON log ---------------------------------------------------------------------------
