@@ -12,7 +12,8 @@
 # held_free_pages() removes that: while the benchmark runs, freed pages must stay free for 5
 # minutes before they are reported (the module's min_free_ms; 0 on this machine), and memory for
 # the largest workload is touched once up front, so every run finds its pages already backed.
-# The setting is put back when the benchmark ends, however it ends. Without the module (bare
+# The setting is put back when the benchmark ends, Ctrl-C and errors included (a SIGKILL of
+# the harness leaves it: write 0 to the parameter to undo). Without the module (bare
 # metal, other hypervisors) or without root this does nothing, and the report says which.
 
 from __future__ import annotations
