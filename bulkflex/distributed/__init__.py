@@ -15,10 +15,9 @@ the sharding and status helpers do not, so ``bulkflex status`` works without Das
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from bulkflex.distributed._job import ClusterError
-from bulkflex.distributed._processes import download_in_processes
 from bulkflex.distributed._shards import (
     ShardInfo,
     ShardPlan,
@@ -37,26 +36,26 @@ from bulkflex.distributed._status import (
 )
 
 if TYPE_CHECKING:
-    from bulkflex.distributed._client import (
-        ClusterUnreachable,
-        connect,
-        download_on_cluster,
-        split_evenly,
-    )
+    from bulkflex.distributed._client import ClusterUnreachable, connect, download_on_cluster
+    from bulkflex.distributed._job import ClusterError, split_evenly
+    from bulkflex.distributed._processes import download_in_processes
 
-_NEEDS_DASK = {
-    "ClusterUnreachable",
-    "connect",
-    "download_on_cluster",
-    "split_evenly",
+#: Loaded on first use: the Dask client needs the dask extra, and the job machinery (worker
+#: pool, job loop, engine) is not wanted by ``bulkflex status`` or a one-process download.
+_LAZY = {
+    "ClusterUnreachable": "_client",
+    "connect": "_client",
+    "download_on_cluster": "_client",
+    "ClusterError": "_job",
+    "split_evenly": "_job",
+    "download_in_processes": "_processes",
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name in _NEEDS_DASK:
-        from bulkflex.distributed import _client
-
-        return getattr(_client, name)
+    module = _LAZY.get(name)
+    if module is not None:
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

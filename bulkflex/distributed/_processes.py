@@ -4,7 +4,7 @@
 # its backend and pipes instead of a scheduler: no start-up cost beyond a fork.
 #
 # Pipe protocol (pickled tuples; one duplex pipe per worker):
-#   job -> worker: ("task", ShardTask, TokenState) | ("token", TokenState) | ("stop",) | ("exit",)
+#   job -> worker: ("task", ShardTask) | ("token", TokenState) | ("stop",) | ("exit",)
 #   worker -> job: ("progress", message) | ("auth", {"generation", "host"})
 #                  | ("result", Summary | ShardFailure) | ("crash", "Type: message")
 #
@@ -72,7 +72,7 @@ class _Inbox:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.tasks: queue.SimpleQueue[tuple[ShardTask, TokenState] | None] = queue.SimpleQueue()
+        self.tasks: queue.SimpleQueue[ShardTask | None] = queue.SimpleQueue()
         self.token: TokenState = {}
         self.stop = threading.Event()
         self._send_lock = threading.Lock()
@@ -92,7 +92,7 @@ class _Inbox:
                 break
             kind = message[0]
             if kind == "task":
-                self.tasks.put((message[1], message[2]))
+                self.tasks.put(message[1])
             elif kind == "token":
                 self.token = message[1]
             elif kind == "stop":
@@ -134,9 +134,7 @@ def _worker_main(conn: Connection, use_uvloop: bool, inherited: list[int]) -> No
         should_stop=inbox.stop.is_set,
         watch_s=_WATCH_S,
     )
-    while (item := inbox.tasks.get()) is not None:
-        task, token = item
-        inbox.token = token or inbox.token
+    while (task := inbox.tasks.get()) is not None:
         try:
             result = run_shard_locked(task, link, backend_options={"use_uvloop": use_uvloop})
         except Exception as exc:  # a bug: the job reports it and stops the others
@@ -171,7 +169,6 @@ class ProcessPool:
         self.names = JobNames(uuid.uuid4().hex)
         self._workers: list[_Worker] = []
         self._inbox: list[tuple[str, dict[str, Any]]] = []
-        self._token: TokenState = {}
 
     def __enter__(self) -> ProcessPool:
         method = "fork" if _fork_is_safe() else "forkserver"
@@ -215,7 +212,7 @@ class ProcessPool:
         worker = next(w for w in self._workers if w.alive and w.task is None)
         handle = task.index
         worker.task = handle
-        worker.conn.send(("task", task, self._token))
+        worker.conn.send(("task", task))
         return handle
 
     def wait(self, timeout: float) -> list[tuple[Hashable, Outcome]]:
@@ -264,8 +261,7 @@ class ProcessPool:
         return out
 
     def publish(self, state: TokenState) -> None:
-        self._token = state
-        self._broadcast(("token", state))
+        self._broadcast(("token", state))  # idle workers too: every worker has the latest
 
     def stop(self) -> None:
         self._broadcast(("stop",))

@@ -208,11 +208,6 @@ def run_shard_locked(
             return anyio.run(_main, task, link, backend=backend, backend_options=backend_options)
     except BulkflexError as exc:
         return ShardFailure(task.index, type(exc).__name__, exc.exit_code, str(exc))
-    except BaseExceptionGroup as group:  # raised through the shard's task group
-        error = first_error(group)
-        if isinstance(error, BulkflexError):
-            return ShardFailure(task.index, type(error).__name__, error.exit_code, str(error))
-        raise error from None
 
 
 async def _main(task: ShardTask, link: ShardLink) -> Summary:
@@ -221,22 +216,25 @@ async def _main(task: ShardTask, link: ShardLink) -> Summary:
     if task.token_scope is not None:
         credentials = ClusterCredentials(task.token_scope, link.read_token, link.ask_refresh)
     stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(forwarder.run)
-        tg.start_soon(_watch, stop, link, credentials)
-        try:
-            summary = await download_async(
-                task.manifest,
-                task.dest,
-                task.options,
-                on_event=forwarder,
-                credentials=credentials,
-                stop=stop,
-                state_name=shard_state_name(task.index),
-            )
-        finally:
-            forwarder.flush()
-            tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(forwarder.run)
+            tg.start_soon(_watch, stop, link, credentials)
+            try:
+                summary = await download_async(
+                    task.manifest,
+                    task.dest,
+                    task.options,
+                    on_event=forwarder,
+                    credentials=credentials,
+                    stop=stop,
+                    state_name=shard_state_name(task.index),
+                )
+            finally:
+                forwarder.flush()
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the engine's own error, not the group around it
+        raise first_error(group) from None
     log.info(
         "shard %d: %d done, %d failed, %d pending in %.2f s",
         task.index,

@@ -172,14 +172,9 @@ def combined_counts(dest: str | os.PathLike[str]) -> StatusCounts:
         StateError: there is no bulkflex state in ``dest`` at all, or a file is unusable.
     """
     dest_path = Path(dest)
-    single = dest_path / STATE_DIR / DEFAULT_STATE_NAME
     shards = shard_state_files(dest_path)
-    if not shards:
+    if not shards or layout(dest_path) == "single":
         return _counts(dest_path, DEFAULT_STATE_NAME)  # raises StateError when absent
-    if single.exists():
-        newest_shard = max(_last_activity(p) for p in shards)
-        if _last_activity(single) > newest_shard:
-            return _counts(dest_path, DEFAULT_STATE_NAME)
     parts = [_counts(dest_path, p.name) for p in shards]
     parts += _not_started(dest_path, {p.name for p in shards})
     expected: int | None = 0

@@ -414,9 +414,6 @@ class _Connection(asyncio.BufferedProtocol):
             self._wake_partial = True
             self._wake()
             return
-        if self._complete:  # a wake-up was missed: never wait out the timeout for nothing
-            self._wake()
-            return
         delay = min(self._client.tick, self._client.read_timeout - idle)
         self._timer = self._loop.call_later(delay, self._tick)
 
