@@ -6,17 +6,20 @@ CLI fails its test instead of hanging the suite.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from faultserver import FaultServer, sha256_multihash
 
 #: Default ceiling on one CLI run; the suite's files are small, so a run this long is a hang.
@@ -184,3 +187,46 @@ def assert_files(dest: Path, expected: Mapping[str, bytes]) -> None:
 def read_events(path: Path) -> list[dict[str, Any]]:
     """The records of a ``--log-json`` file."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """Mount a tmpfs at ``path`` for the block (skips the test where that is impossible)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8); this runs as a normal user")
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", os.fspath(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", os.fspath(path)], capture_output=True, timeout=30).returncode:
+            subprocess.run(["umount", "-l", os.fspath(path)], capture_output=True, timeout=30)
+
+
+def remount(path: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", os.fspath(path)], check=True, timeout=30)
+
+
+def assert_no_token_anywhere(tokens: Iterable[str], dest: Path, *texts: str | Path) -> None:
+    """No token text in any file under ``dest`` (state database included), nor in ``texts``
+    (strings, or paths of files such as the --log-json file)."""
+    blobs: dict[str, bytes] = {}
+    for item in sorted(dest.rglob("*")):
+        if item.is_file():
+            blobs[item.relative_to(dest).as_posix()] = item.read_bytes()
+    assert any(name.startswith(".bulkflex/") for name in blobs), sorted(blobs)
+    for index, text in enumerate(texts):
+        if isinstance(text, Path):
+            blobs[str(text.name)] = text.read_bytes()
+        else:
+            blobs[f"output #{index}"] = text.encode()
+    for token in tokens:
+        for name, blob in blobs.items():
+            assert token.encode() not in blob, f"a token leaked into {name}"

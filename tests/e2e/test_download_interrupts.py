@@ -9,11 +9,8 @@ tests mount a small tmpfs (root only); they skip, saying why, where mounting is 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +22,10 @@ from clirun import (
     files_under,
     kill,
     read_events,
+    remount,
     run_cli,
     start_cli,
+    tmpfs,
     wait_until,
     write_manifest,
 )
@@ -130,31 +129,6 @@ def test_ctrl_c_exits_130_keeps_progress_and_rerun_completes(
         f"re-fetched {refetched} bytes after Ctrl-C (allowed {allowed}); first run served "
         f"{served_first} of {TOTAL}"
     )
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str) -> Iterator[Path]:
-    """Mount a tmpfs at ``path`` for the block (skips the test where that is impossible)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root and mount(8); this runs as a normal user")
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", os.fspath(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", os.fspath(path)], capture_output=True, timeout=30).returncode:
-            subprocess.run(["umount", "-l", os.fspath(path)], capture_output=True, timeout=30)
-
-
-def remount(path: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", os.fspath(path)], check=True, timeout=30)
 
 
 def test_unwritable_destination_exits_4_with_one_line(server: FaultServer, tmp_path: Path) -> None:

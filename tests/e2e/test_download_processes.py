@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import shlex
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -47,11 +46,14 @@ from authserver import sha256_multihash as auth_multihash
 from clirun import (
     Result,
     assert_files,
+    assert_no_token_anywhere,
     command,
     download_args,
     finish,
     read_events,
+    remount,
     run_cli,
+    tmpfs,
     wait_until,
     write_manifest,
 )
@@ -598,23 +600,32 @@ def test_error_lines_name_paths_as_one_process_does(tmp_path: Path) -> None:
     assert several.stderr_lines == single.stderr_lines, several.describe()
 
 
+def auth_job(server: AuthServer, manifest: Path, folder: str, size: int) -> dict[str, bytes]:
+    """Serve 60 files of ``size`` bytes from ``server`` (under ``folder/`` on disk) and write
+    their manifest; returns {path: expected bytes}."""
+    expected = {f"{folder}/f{i:03d}.bin": server.add_file(f"f{i:03d}.bin", size) for i in range(60)}
+    write_manifest(
+        manifest,
+        [
+            {
+                "url": server.url(path.rsplit("/", 1)[1]),
+                "path": path,
+                "size": len(data),
+                "checksum": auth_multihash(data),
+            }
+            for path, data in expected.items()
+        ],
+    )
+    return expected
+
+
 def test_no_token_exits_3_with_the_one_process_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MAAP_TOKEN", raising=False)
     with AuthServer() as server:
-        records = []
-        for i in range(60):
-            data = server.add_file(f"a{i:03d}.bin", 4 * KiB)
-            records.append(
-                {
-                    "url": server.url(f"a{i:03d}.bin"),
-                    "path": f"a{i:03d}.bin",
-                    "size": len(data),
-                    "checksum": auth_multihash(data),
-                }
-            )
-        manifest = write_manifest(tmp_path / "m.jsonl", records)
+        manifest = tmp_path / "m.jsonl"
+        auth_job(server, manifest, "a", 4 * KiB)
         # stdin is /dev/null: no terminal, so no prompt; no token source
         single = run_cli(*download_args(manifest, tmp_path / "one"))
         several = run_cli(*download_args(manifest, tmp_path / "two", "--processes", "2"))
@@ -625,31 +636,10 @@ def test_no_token_exits_3_with_the_one_process_line(
     assert server.token_fetches == 0
 
 
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` at ``path`` for the block (skips where mounting is impossible)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root and mount(8); this runs as a normal user")
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", os.fspath(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", os.fspath(path)], capture_output=True, timeout=30).returncode:
-            subprocess.run(["umount", "-l", os.fspath(path)], capture_output=True, timeout=30)
-
-
 def test_full_disk_exits_4_with_one_line_and_rerun_after_freeing_space_completes(
     tmp_path: Path,
 ) -> None:
-    with FaultServer() as server, tmpfs(tmp_path / "small", "1m") as dest:
+    with FaultServer() as server, tmpfs(tmp_path / "small", "size=1m") as dest:
         manifest, expected = make_job(server, tmp_path, 60, size=32 * KiB)  # 1.9 MiB
         args = download_args(manifest, dest, "--processes", "2")
         full = run_cli(*args)
@@ -658,7 +648,7 @@ def test_full_disk_exits_4_with_one_line_and_rerun_after_freeing_space_completes
         assert full.stderr_lines[0].startswith("bulkflex: error: "), full.describe()
         assert bulkflex_processes(os.fspath(dest)) == []
 
-        subprocess.run(["mount", "-o", "remount,size=16m", os.fspath(dest)], check=True, timeout=30)
+        remount(dest, "size=16m")
         again = run_cli(*args)
         assert again.returncode == 0, again.describe()
         assert_files(dest, expected)
@@ -696,19 +686,8 @@ def test_tokens_are_read_by_the_parent_once_per_expiry_and_never_written(
     # a token is good for 10 requests; 4 connections over 2 workers: a fresh token outlives
     # the wave of 401s of the requests that were in flight under the old one
     with AuthServer(rotate_every=10, chunk_delay=0.002) as server:
-        expected = {f"t/f{i:03d}.bin": server.add_file(f"f{i:03d}.bin", 8 * KiB) for i in range(60)}
-        manifest = write_manifest(
-            tmp_path / "m.jsonl",
-            [
-                {
-                    "url": server.url(path.rsplit("/", 1)[1]),
-                    "path": path,
-                    "size": len(data),
-                    "checksum": auth_multihash(data),
-                }
-                for path, data in expected.items()
-            ],
-        )
+        manifest = tmp_path / "m.jsonl"
+        expected = auth_job(server, manifest, "t", 8 * KiB)
         script = tmp_path / "get_token.py"
         script.write_text(GET_TOKEN)
         runs = tmp_path / "runs.txt"
@@ -745,15 +724,8 @@ def test_tokens_are_read_by_the_parent_once_per_expiry_and_never_written(
         # ... and always by the parent, never by a worker process
         assert set(owners) == {str(proc.pid)}, (owners, proc.pid)
 
-        blobs = {
-            p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()
-        }
-        assert any(name.startswith(".bulkflex/shards/") for name in blobs), sorted(blobs)
-        blobs |= {"stdout": result.stdout.encode(), "stderr": result.stderr.encode()}
-        blobs["log"] = log.read_bytes()
-        for token in server.issued:
-            leaked = [name for name, blob in blobs.items() if token.encode() in blob]
-            assert not leaked, f"a token leaked into {leaked}"
+        assert list((dest / STATE / "shards").glob("shard-*.jsonl")), "no shard manifests"
+        assert_no_token_anywhere(server.issued, dest, result.stdout, result.stderr, log)
 
 
 def test_oidc_refresh_token_grant_runs_once_per_expiry_for_all_workers(
@@ -763,19 +735,8 @@ def test_oidc_refresh_token_grant_runs_once_per_expiry_for_all_workers(
     monkeypatch.setenv("OFFLINE_FOR_TEST", OFFLINE_TOKEN)
     # the server stops taking a token after 10 requests; the refresh token then gets a new one
     with AuthServer(rotate_every=10, chunk_delay=0.002) as server:
-        expected = {f"o/f{i:03d}.bin": server.add_file(f"f{i:03d}.bin", 8 * KiB) for i in range(60)}
-        manifest = write_manifest(
-            tmp_path / "m.jsonl",
-            [
-                {
-                    "url": server.url(path.rsplit("/", 1)[1]),
-                    "path": path,
-                    "size": len(data),
-                    "checksum": auth_multihash(data),
-                }
-                for path, data in expected.items()
-            ],
-        )
+        manifest = tmp_path / "m.jsonl"
+        expected = auth_job(server, manifest, "o", 8 * KiB)
         dest = tmp_path / "dest"
         result = run_cli(
             "-vv",
@@ -803,11 +764,8 @@ def test_oidc_refresh_token_grant_runs_once_per_expiry_for_all_workers(
         assert server.rotations >= 2, f"only {server.rotations} rotations: test too easy"
         # one grant at start, then one per expiry, however many workers were refused
         assert server.grants == 1 + server.rotations, result.describe()
-        texts = result.stdout + result.stderr
-        blobs = [p.read_bytes() for p in dest.rglob("*") if p.is_file()]
-        for token in [*server.issued, OFFLINE_TOKEN]:
-            assert token not in texts
-            assert not any(token.encode() in blob for blob in blobs)
+        tokens = [*server.issued, OFFLINE_TOKEN]
+        assert_no_token_anywhere(tokens, dest, result.stdout, result.stderr)
 
 
 # -- the JSON log ---------------------------------------------------------------------------

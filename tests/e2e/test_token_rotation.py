@@ -21,6 +21,7 @@ from authserver import OFFLINE_TOKEN, AuthServer, sha256_multihash
 from clirun import (
     Result,
     assert_files,
+    assert_no_token_anywhere,
     command,
     download_args,
     read_events,
@@ -59,24 +60,6 @@ def manifest_for(path: Path, entries: Iterable[tuple[str, str, bytes]]) -> Path:
             for url, rel, data in entries
         ],
     )
-
-
-def assert_no_token_anywhere(tokens: Iterable[str], dest: Path, *texts: str | Path) -> None:
-    """No token text in any file under ``dest`` (state database included), nor in ``texts``
-    (strings, or paths of files such as the --log-json file)."""
-    blobs: dict[str, bytes] = {}
-    for item in sorted(dest.rglob("*")):
-        if item.is_file():
-            blobs[item.relative_to(dest).as_posix()] = item.read_bytes()
-    assert any(name.startswith(".bulkflex/") for name in blobs), sorted(blobs)
-    for index, text in enumerate(texts):
-        if isinstance(text, Path):
-            blobs[str(text.name)] = text.read_bytes()
-        else:
-            blobs[f"output #{index}"] = text.encode()
-    for token in tokens:
-        for name, blob in blobs.items():
-            assert token.encode() not in blob, f"a token leaked into {name}"
 
 
 def test_rotating_token_download_refreshes_once_per_rotation(tmp_path: Path) -> None:
