@@ -1,50 +1,53 @@
 """``bulkflex download MANIFEST -d DEST --dask ADDRESS``: the same download over a Dask cluster.
 
 ADDRESS is a scheduler (``tcp://host:8786``) or ``local:N`` (N worker processes on this
-machine). The output is the one-machine output: one progress bar, the summary, the exit codes.
+machine). The output is the one-machine output (``download.execute`` prints it): one progress
+bar, the summary, the exit codes. Imported only with ``--dask``: it needs the dask extra.
 """
 
 from __future__ import annotations
 
-import argparse
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
 
-from bulkflex.auth import token_options_from_args
-from bulkflex.cli import _exit
-from bulkflex.cli.download import (
-    _Reporter,
-    credentials_for,
-    options_from_args,
-    print_summary,
-    sigterm_as_interrupt,
-)
+from bulkflex.auth import Credentials
+from bulkflex.transfer import DownloadOptions, Summary
+from bulkflex.transfer import events as ev
 
 #: Seconds to wait for a scheduler that does not answer: it either answers at once or is wrong.
 CONNECT_TIMEOUT_S = 5.0
 
 
-def run(args: argparse.Namespace) -> int:
-    """The ``--dask`` branch of ``bulkflex download``; returns the exit status."""
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the job like Ctrl-C does (progress saved, exit 130)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_on_cluster(
+    address: str,
+    manifest: Path | str,
+    dest: Path | str,
+    options: DownloadOptions,
+    *,
+    credentials: Credentials | None,
+    on_event: ev.EventCallback,
+) -> Summary:
+    """Connect to ``address`` and run the job there (see ``download_on_cluster``)."""
     from bulkflex.distributed import connect, download_on_cluster  # needs the dask extra
 
-    options = options_from_args(args)
-    credentials = credentials_for(token_options_from_args(args), args.manifest)
-    log_file = open(args.log_json, "a", encoding="utf-8") if args.log_json else None  # noqa: SIM115
-    reporter = _Reporter(not args.no_progress, log_file)
-    try:
-        with sigterm_as_interrupt(), connect(args.dask, timeout_s=CONNECT_TIMEOUT_S) as client:
-            summary = download_on_cluster(
-                args.manifest,
-                args.dest,
-                client,
-                options,
-                credentials=credentials,
-                on_event=reporter,
-            )
-    finally:
-        reporter.close()
-        if log_file is not None:
-            log_file.close()
-    print_summary(summary, args.dest)
-    if summary.interrupted:
-        return _exit.INTERRUPTED
-    return _exit.OK if summary.ok else _exit.FAILED
+    with _sigterm_as_interrupt(), connect(address, timeout_s=CONNECT_TIMEOUT_S) as client:
+        return download_on_cluster(
+            manifest, dest, client, options, credentials=credentials, on_event=on_event
+        )

@@ -191,10 +191,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.dask:
-        from bulkflex.cli import _dask  # the dask extra is only needed here
-
-        return _dask.run(args)
     return execute(
         args.manifest,
         args.dest,
@@ -204,21 +200,8 @@ def run(args: argparse.Namespace) -> int:
         credentials=credentials_for(token_options_from_args(args), args.manifest),
         use_uvloop=want_uvloop(args.uvloop),
         processes=args.processes,
+        dask=args.dask,
     )
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the job like Ctrl-C does (progress saved, exit 130)."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -331,17 +314,25 @@ def execute(
     credentials: AuthCredentials | None,
     use_uvloop: bool = False,
     processes: int | None = 1,
+    dask: str | None = None,
 ) -> int:
     """Run a download with progress output and a summary; returns the exit status.
 
-    ``processes``: worker processes (None: automatic, see ``--processes``). Reused by
-    ``bulkflex get`` and ``bulkflex demo``.
+    ``processes``: worker processes (None: automatic, see ``--processes``); ``dask``: a
+    cluster address (``--dask``) to run on instead. Reused by ``bulkflex get`` and
+    ``bulkflex demo``.
     """
-    workers = _workers(dest, processes, manifest)
+    workers = 0 if dask else _workers(dest, processes, manifest)
     log_file = open(log_json, "a", encoding="utf-8") if log_json else None  # noqa: SIM115
     reporter = _Reporter(progress, log_file)
     try:
-        if workers:
+        if dask:
+            from bulkflex.cli._dask import run_on_cluster  # the dask extra is only needed here
+
+            summary = run_on_cluster(
+                dask, manifest, dest, options, credentials=credentials, on_event=reporter
+            )
+        elif workers:
             from bulkflex.distributed import download_in_processes
 
             stop = threading.Event()
