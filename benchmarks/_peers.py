@@ -47,10 +47,11 @@ class Peer:
 
 
 def clean_env() -> dict[str, str]:
-    """The environment for every tool: no proxy (loopback only), same locale."""
+    """The environment for every tool: no proxy (loopback only), same locale, and Python's
+    bytecode used as installed (bulkflex's is written first: ``compile_bulkflex``)."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

@@ -32,6 +32,8 @@ from _report import KillResult, Row, ToolRun, render, write_chart, write_json
 from _servers import PROFILES, Server, find_lua_modules
 from _workloads import FileSet, ensure_set, file_set_spec, verify_tree
 
+from bulkflex.bench.tools import compile_bulkflex
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ALL_WORKLOADS = ("small", "large", "tiny", "kill")
@@ -413,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.server == "nginx" and not shutil.which("nginx"):
         log("nginx is not installed")
         return 2
+    compile_bulkflex()  # as installed: the peers written in Python start from bytecode too
     if args.server == "aiohttp":
         notes.append("aiohttp fallback server chosen with --server aiohttp")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bulkflex.bench.measure import Measured, gnu_time, run_measured
-from bulkflex.bench.tools import TOOLS, BenchFile, RunContext, Tool, child_env
+from bulkflex.bench.tools import TOOLS, BenchFile, RunContext, Tool, child_env, compile_bulkflex
 from bulkflex.manifest import ManifestEntry, write_manifest
 
 if TYPE_CHECKING:  # aiohttp.web loads only when a bench runs
@@ -253,6 +253,7 @@ def run_bench(
     report = BenchReport(plan, options.files * options.size, results, kept=kept)
     time_exe = gnu_time()
     env = child_env()
+    compile_bulkflex()
     server: DemoServer | None = None
     try:
         server, files = _serve_and_list(options)

@@ -14,9 +14,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
-
-from tqdm import tqdm
+from typing import IO, TYPE_CHECKING, Any
 
 from bulkflex.auth import Credentials as AuthCredentials
 from bulkflex.auth import (
@@ -33,6 +31,9 @@ from bulkflex.errors import UsageError
 from bulkflex.manifest import manifest_hosts
 from bulkflex.transfer import DownloadOptions, Summary, run_download
 from bulkflex.transfer import events as ev
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 _FAILURES_SHOWN = 50
 
@@ -255,6 +256,8 @@ class _Reporter:
             self.files_total = event.files
             self.done = event.already_done
             if self.show_bar:
+                from tqdm import tqdm  # here: 20 ms of imports a run without a bar does not pay
+
                 self.bar = tqdm(
                     total=event.total_bytes,
                     initial=event.already_done_bytes + event.partial_bytes,

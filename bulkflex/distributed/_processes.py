@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -177,6 +178,8 @@ class ProcessPool:
         log.debug("starting %d worker processes (%s)", self.processes, method)
         # typed as BaseContext, which typeshed gives no Process; every concrete context has one
         ctx: Any = multiprocessing.get_context(method)
+        if method == "fork":
+            _import_event_loop(self.use_uvloop)
         try:
             for i in range(self.processes):
                 here, there = ctx.Pipe(duplex=True)
@@ -294,6 +297,16 @@ class ProcessPool:
                 worker.process.join()
             worker.conn.close()
         self._workers = []
+
+
+def _import_event_loop(use_uvloop: bool) -> None:
+    """Import what every worker's event loop needs before forking, so that the workers share
+    it instead of each importing it again (anyio's asyncio backend and uvloop: about 40 ms of
+    a worker's start on 2 cores)."""
+    importlib.import_module("anyio._backends._asyncio")
+    if use_uvloop:
+        with contextlib.suppress(ImportError):
+            importlib.import_module("uvloop")
 
 
 def _fork_is_safe() -> bool:
