@@ -90,40 +90,60 @@ class _Stale(ConnectionError):
 
 
 class _BlockPool:
-    """Receive blocks of one size, each reused once nothing refers to it any more.
+    """Receive blocks, each reused once nothing refers to it any more.
 
     A block is free when its only references are the pool's own: every ``memoryview`` of it
     (the connection's, the pieces a reader holds, their slices) keeps it referenced through
     their shared buffer. So a block is never written while any view of it is alive, whatever
-    the reader does with its pieces, and the reader needs no release call. Up to
-    ``max_blocks`` are kept; past that, blocks are allocated and dropped as before. The check
-    reads CPython reference counts: on another interpreter the pool keeps nothing.
+    the reader does with its pieces, and the reader needs no release call.
+
+    Blocks come in powers of two from ``_SMALLEST`` up to ``block_size``: a body shorter than a
+    block gets a block of its own size class (a 256 KiB file, a 256 KiB block), so a small
+    file pins no more than twice its size while the disk thread writes it, and thousands of
+    small files go through a few blocks instead of a fresh, zero-filled buffer each (py-spy put
+    7% of the event loop's samples on that allocation on 2000 x 256 KiB; the wall clock moved
+    within its noise). Up to ``max_bytes`` of blocks are kept;
+    past that, blocks are allocated and dropped. The check reads CPython reference counts: on
+    another interpreter the pool keeps nothing.
     """
 
     #: references to a free block while :meth:`take` looks at it: the deque's, the loop
     #: variable's, and getrefcount's argument
     _FREE_REFS = 3
+    #: smaller bodies get a fresh buffer (cheap at that size)
+    _SMALLEST = 16 * 1024
 
-    def __init__(self, size: int, max_blocks: int) -> None:
-        self.size = size
-        self.max_blocks = max_blocks if sys.implementation.name == "cpython" else 0
-        self._blocks: deque[bytearray] = deque()
+    def __init__(self, block_size: int, max_bytes: int) -> None:
+        self.block_size = block_size
+        self.max_bytes = max_bytes if sys.implementation.name == "cpython" else 0
+        self._classes: dict[int, deque[bytearray]] = {}
+        self._kept = 0
 
-    def take(self) -> bytearray:
-        """A block nobody refers to: a pooled one, else a new one (pooled if there is room)."""
-        blocks = self._blocks
+    def take(self, size: int) -> bytearray:
+        """A block of at least ``size`` bytes (at most ``block_size``) that nobody refers to:
+        a pooled one of its size class, else a new one (pooled if there is room)."""
+        size = min(max(size, 1), self.block_size)
+        if size < self._SMALLEST:
+            return bytearray(size)
+        wanted = min(1 << (size - 1).bit_length(), self.block_size)
+        blocks = self._classes.setdefault(wanted, deque())
         for _ in range(len(blocks)):
             block = blocks[0]
             blocks.rotate(-1)  # the oldest first: the likeliest to be free
             if sys.getrefcount(block) <= self._FREE_REFS:
                 return block
-        block = bytearray(self.size)
-        if len(blocks) < self.max_blocks:
+        block = bytearray(wanted)
+        if self._kept + wanted <= self.max_bytes:
             blocks.append(block)
+            self._kept += wanted
         return block
 
+    def sizes(self) -> list[int]:
+        """The size of every block kept, for tests and debugging."""
+        return sorted(size for size, blocks in self._classes.items() for _ in blocks)
+
     def __len__(self) -> int:
-        return len(self._blocks)
+        return sum(len(blocks) for blocks in self._classes.values())
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -354,10 +374,7 @@ class _Connection(asyncio.BufferedProtocol):
         size = client.block_size
         if self._framing is not None and self._framing.kind is BodyKind.LENGTH:
             size = max(min(size, self._remaining), 1)
-        if size * 2 >= client.block_size:
-            self._block = memoryview(client.blocks.take())[:size]
-        else:  # a smaller body would pin a whole pooled block until the reader is done
-            self._block = memoryview(bytearray(size))
+        self._block = memoryview(client.blocks.take(size))[:size]
         self._filled = self._handed = 0
 
     def _decode(self) -> None:
@@ -588,7 +605,7 @@ class HTTPClient:
         self.block_size = max(block_size, 4096)
         self.high_water = max(high_water, self.block_size)
         #: receive blocks kept for reuse: up to ``pool_bytes`` of them
-        self.blocks = _BlockPool(self.block_size, pool_bytes // self.block_size)
+        self.blocks = _BlockPool(self.block_size, pool_bytes)
         self.tick = tick
         self._max_idle = max_idle_per_origin
         self._ssl_context = ssl_context
