@@ -408,6 +408,13 @@ class FaultServer:
         with self._lock:
             return self._max_active
 
+    def reset_peak(self) -> None:
+        """Start :attr:`max_concurrent` and :attr:`max_connected` again from the requests in
+        flight now (to look at one phase of a job)."""
+        with self._lock:
+            self._max_active = self._active
+            self._max_connected = self._connected
+
     @property
     def max_connected(self) -> int:
         """Most requests in flight at once whose client was still connected, over all files.

@@ -155,6 +155,10 @@ class _DaskBackend:
         self._running[key] = self.client.submit(_run_shard, task, key=key, pure=False)
         return key
 
+    def widen(self, handle: Hashable, per_host: int, connections: int) -> None:
+        """Not on a cluster: a shard keeps the share it started with. There are several shards
+        per slot there (``SHARDS_PER_SLOT``), so the last ones running are short."""
+
     def wait(self, timeout: float) -> list[tuple[Hashable, Outcome]]:
         futures = list(self._running.values())
         if not futures:

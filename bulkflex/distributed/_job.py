@@ -5,8 +5,9 @@
 #   manifest ──split (stable hash)──> shard-0.jsonl ... shard-(K-1).jsonl  (DEST/.bulkflex/shards)
 #   at most P shard tasks run at once (P = min(backend slots, per-host cap, K)); each gets one
 #   share of the per-host cap and of the connection cap; a finished task hands its share to
-#   the next shard. Shards send progress as messages; the job turns them into one stream of
-#   engine events (one progress bar).
+#   the next shard, or, when no shard is left to start, to the tasks still running (so the last
+#   shard does not crawl on its fraction of the connections). Shards send progress as
+#   messages; the job turns them into one stream of engine events (one progress bar).
 #
 # A Backend runs the tasks: Dask workers (``_client``) or processes of this machine
 # (``_processes``). This module never imports either.
@@ -90,6 +91,10 @@ class Backend(Protocol):
 
     def submit(self, task: ShardTask) -> Hashable:
         """Start ``task``; a handle for :meth:`wait` and :meth:`cancel`."""
+        ...
+
+    def widen(self, handle: Hashable, per_host: int, connections: int) -> None:
+        """Raise the caps of a running task (a backend may ignore it)."""
         ...
 
     def wait(self, timeout: float) -> list[tuple[Hashable, Outcome]]:
@@ -325,6 +330,20 @@ def run_job(
     stopping = False
     deadline = 0.0
     running: dict[Hashable, tuple[int, ShardInfo]] = {}
+    #: (per_host, connections) each running task has now
+    caps: dict[Hashable, tuple[int, int]] = {}
+
+    def widen_running() -> None:
+        """No shard is left to start: the running tasks share the whole caps between them."""
+        handles = sorted(running, key=lambda h: running[h][0])
+        hosts = split_evenly(per_host, len(handles))
+        conns = split_evenly(max(options.connections, per_host), len(handles))
+        for handle, host_share, conn_share in zip(handles, hosts, conns, strict=True):
+            new = (host_share, max(host_share, conn_share))
+            if new[0] > caps[handle][0] or new[1] > caps[handle][1]:
+                new = (max(new[0], caps[handle][0]), max(new[1], caps[handle][1]))
+                caps[handle] = new
+                backend.widen(handle, *new)
 
     def begin_stop() -> None:
         nonlocal stopping, deadline
@@ -345,6 +364,7 @@ def run_job(
     def finished(handle: Hashable, outcome: Outcome) -> None:
         nonlocal fatal
         free.append(running.pop(handle)[0])
+        caps.pop(handle, None)
         if isinstance(outcome, ShardFailure):
             fatal = fatal or _error_from(outcome)
             begin_stop()
@@ -381,11 +401,16 @@ def run_job(
                         ),
                         token_scope=credentials.scope if credentials is not None else None,
                     )
-                    running[backend.submit(task)] = (slot, shard)
+                    handle = backend.submit(task)
+                    running[handle] = (slot, shard)
+                    caps[handle] = (task.options.per_host, task.options.connections)
                 if not running:
                     break
-                for handle, outcome in backend.wait(_TICK_S):
+                ended = backend.wait(_TICK_S)
+                for handle, outcome in ended:
                     finished(handle, outcome)
+                if ended and running and not todo and not stopping:
+                    widen_running()
                 drain(relay)
                 if stop is not None and stop.is_set():
                     begin_stop()

@@ -75,6 +75,8 @@ class _Inbox:
         self.conn = conn
         self.tasks: queue.SimpleQueue[ShardTask | None] = queue.SimpleQueue()
         self.token: TokenState = {}
+        #: caps the job widened the running shard to (None: those of its task)
+        self.caps: tuple[int, int] | None = None
         self.stop = threading.Event()
         self._send_lock = threading.Lock()
 
@@ -93,7 +95,10 @@ class _Inbox:
                 break
             kind = message[0]
             if kind == "task":
+                self.caps = None  # a widening was for the shard before
                 self.tasks.put(message[1])
+            elif kind == "caps":
+                self.caps = message[1]
             elif kind == "token":
                 self.token = message[1]
             elif kind == "stop":
@@ -133,6 +138,7 @@ def _worker_main(conn: Connection, use_uvloop: bool, inherited: list[int]) -> No
             ("auth", {"generation": generation, "host": host})
         ),
         should_stop=inbox.stop.is_set,
+        read_caps=lambda: inbox.caps,
         watch_s=_WATCH_S,
     )
     while (task := inbox.tasks.get()) is not None:
@@ -217,6 +223,12 @@ class ProcessPool:
         worker.task = handle
         worker.conn.send(("task", task))
         return handle
+
+    def widen(self, handle: Hashable, per_host: int, connections: int) -> None:
+        for worker in self._workers:
+            if worker.alive and worker.task == handle:
+                with contextlib.suppress(OSError):  # it died: wait() reports that
+                    worker.conn.send(("caps", (per_host, connections)))
 
     def wait(self, timeout: float) -> list[tuple[Hashable, Outcome]]:
         busy = [w for w in self._workers if w.task is not None]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import logging
+import math
 import os
 import time
 import uuid
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from bulkflex.auth import HostScope
 from bulkflex.core.paths import STATE_DIR
@@ -109,13 +111,17 @@ class ShardLink:
         read_token: the job's current :data:`TokenState` (called in a thread).
         ask_refresh: "generation g was refused by host" (non-blocking).
         should_stop: True once the job asks the shard to save and return (called in a thread).
-        watch_s: seconds between two looks at ``should_stop`` and the token.
+        read_caps: the ``(per_host, connections)`` the job last gave this shard, or None (no
+            change since its task; a backend that never widens). Called on the event loop:
+            it must not block.
+        watch_s: seconds between two looks at ``should_stop``, the token and the caps.
     """
 
     send_progress: Callable[[dict[str, Any]], None]
     read_token: Callable[[], TokenState]
     ask_refresh: Callable[[int, str], None]
     should_stop: Callable[[], bool]
+    read_caps: Callable[[], tuple[int, int] | None] = lambda: None
     watch_s: float = 0.5
 
 
@@ -216,10 +222,11 @@ async def _main(task: ShardTask, link: ShardLink) -> Summary:
     if task.token_scope is not None:
         credentials = ClusterCredentials(task.token_scope, link.read_token, link.ask_refresh)
     stop = anyio.Event()
+    caps_in, caps_out = anyio.create_memory_object_stream[tuple[int, int]](math.inf)
     try:
-        async with anyio.create_task_group() as tg:
+        async with caps_in, caps_out, anyio.create_task_group() as tg:
             tg.start_soon(forwarder.run)
-            tg.start_soon(_watch, stop, link, credentials)
+            tg.start_soon(_watch, stop, link, credentials, caps_in)
             try:
                 summary = await download_async(
                     task.manifest,
@@ -229,6 +236,7 @@ async def _main(task: ShardTask, link: ShardLink) -> Summary:
                     credentials=credentials,
                     stop=stop,
                     state_name=shard_state_name(task.index),
+                    widen=caps_out,
                 )
             finally:
                 forwarder.flush()
@@ -247,11 +255,19 @@ async def _main(task: ShardTask, link: ShardLink) -> Summary:
 
 
 async def _watch(
-    stop: anyio.Event, link: ShardLink, credentials: ClusterCredentials | None
+    stop: anyio.Event,
+    link: ShardLink,
+    credentials: ClusterCredentials | None,
+    caps: MemoryObjectSendStream[tuple[int, int]],
 ) -> None:
-    """Stop when the job says so; keep the token in step with the job's."""
+    """Stop when the job says so; keep the token in step with the job's; pass on wider caps."""
+    given: tuple[int, int] | None = None
     while not stop.is_set():
         await anyio.sleep(link.watch_s)
+        wanted = link.read_caps()
+        if wanted is not None and wanted != given:
+            given = wanted
+            caps.send_nowait(wanted)
         if await anyio.to_thread.run_sync(link.should_stop):
             log.info("shard asked to stop; saving progress")
             stop.set()

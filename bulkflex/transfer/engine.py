@@ -36,6 +36,7 @@ from urllib.parse import urljoin, urlsplit
 
 import anyio
 import anyio.abc
+from anyio.abc import ObjectReceiveStream, TaskGroup
 
 from bulkflex.core.checksum import Checksum, parse_multihash
 from bulkflex.core.ranges import Claim, Extents, Segment, SegmentPlan, range_header
@@ -85,6 +86,8 @@ _BATCH = 512
 #: received bytes all connections together may hold while the disk catches up
 _RECEIVE_BUDGET = 64 * MiB
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: workers per connection: a worker verifying and finishing a file holds no connection
+_WORKERS_PER_CONNECTION = 2
 _NETWORK_ERRORS = (TimeoutError, ConnectionError)
 
 
@@ -272,6 +275,8 @@ class _Run:
         self.credentials = credentials
         self.guard = FolderGuard(dest)
         self.pacer = HostPacer(per_host=options.per_host, global_limit=options.connections)
+        #: the global cap, raised by :meth:`widen`
+        self.connections = options.connections
         self.rng = random.Random()
         self.refresh_lock = anyio.Lock()
         #: bytes gathered per write: never more than the flush window, or a kill loses more
@@ -315,6 +320,20 @@ class _Run:
     def emit(self, event: ev.Event) -> None:
         if self.on_event is not None:
             self.on_event(event)
+
+    def widen(self, per_host: int, connections: int, workers: TaskGroup) -> None:
+        """Raise the caps while the run goes on (lower values are ignored) and start the
+        workers the new connections need in ``workers``."""
+        connections = max(connections, per_host)
+        self.pacer.widen(per_host=per_host, global_limit=connections)
+        self.client.max_idle_per_origin = max(self.client.max_idle_per_origin, connections)
+        added = connections - self.connections
+        if added <= 0:
+            return
+        self.connections = connections
+        log.info("caps raised to %d per host, %d in all", self.pacer.per_host, connections)
+        for _ in range(_WORKERS_PER_CONNECTION * added):
+            workers.start_soon(self.work)
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -1141,6 +1160,7 @@ async def download_async(
     client: HTTPClient | None = None,
     stop: anyio.Event | None = None,
     state_name: str = "state.sqlite",
+    widen: ObjectReceiveStream[tuple[int, int]] | None = None,
 ) -> Summary:
     """Download every entry of ``manifest`` into ``dest``; resume whatever an earlier run left.
 
@@ -1155,6 +1175,8 @@ async def download_async(
             ``Summary.interrupted`` True (the CLI sets it on Ctrl-C / SIGTERM).
         state_name: file name of the state database under ``dest/.bulkflex/`` (one per shard
             when several processes share a destination: no two processes write one file).
+        widen: ``(per_host, connections)`` pairs that raise the caps while the run goes on
+            (never lower them): a worker process gets the share of one that finished.
 
     Returns:
         The :class:`Summary`. Failed entries do not raise; they are listed in it.
@@ -1198,7 +1220,7 @@ async def download_async(
         try:
             if credentials is not None:
                 await credentials.start()
-            await _pool(run, stop)
+            await _pool(run, stop, widen)
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -1225,11 +1247,18 @@ async def download_async(
         state.close()
 
 
-async def _pool(run: _Run, stop: anyio.Event | None) -> None:
+async def _pool(
+    run: _Run, stop: anyio.Event | None, widen: ObjectReceiveStream[tuple[int, int]] | None
+) -> None:
     async def wait_for_stop(scope: anyio.CancelScope, event: anyio.Event) -> None:
         await event.wait()
         run.interrupted = True
         scope.cancel()
+
+    async def follow(caps: ObjectReceiveStream[tuple[int, int]], workers: TaskGroup) -> None:
+        async with caps:
+            async for per_host, connections in caps:
+                run.widen(per_host, connections, workers)
 
     try:
         async with anyio.create_task_group() as outer:
@@ -1240,8 +1269,10 @@ async def _pool(run: _Run, stop: anyio.Event | None) -> None:
                 # Twice as many workers as connections: a worker verifying and finishing a
                 # file holds no connection, and another one keeps that connection busy.
                 # Requests in flight stay capped by the host slots (HostPacer).
-                for _ in range(2 * run.options.connections):
+                for _ in range(_WORKERS_PER_CONNECTION * run.connections):
                     tg.start_soon(run.work)
+                if widen is not None:
+                    outer.start_soon(follow, widen, tg)
             outer.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise first_error(group) from None

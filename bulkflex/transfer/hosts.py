@@ -5,7 +5,7 @@ whole life. Slots are taken host first, then global, always in that order, so th
 deadlock. They are asyncio semaphores: taken once per request, and anyio's CapacityLimiter costs
 several times more per acquire (the engine runs on asyncio anyway). A 429 or 503
 with Retry-After pauses *new* requests to that host until the time given; requests already
-streaming go on.
+streaming go on. The caps can be raised during a run (:meth:`HostPacer.widen`), never lowered.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class HostPacer:
         if per_host < 1 or global_limit < 1:
             raise ValueError("connection limits must be at least 1")
         self.per_host = per_host
+        self.global_limit = global_limit
         self._global = asyncio.Semaphore(global_limit)
         self._hosts: dict[str, _Host] = {}
 
@@ -41,6 +42,18 @@ class HostPacer:
         if state is None:
             state = self._hosts[host] = _Host(asyncio.Semaphore(self.per_host))
         return state
+
+    def widen(self, *, per_host: int, global_limit: int) -> None:
+        """Raise the caps now, while requests hold slots (a value below the current cap is
+        ignored: a cap is never lowered under requests that hold it). Waiting requests start
+        at once on the new slots."""
+        for _ in range(per_host - self.per_host):
+            for state in self._hosts.values():
+                state.limiter.release()  # one more slot (a plain Semaphore grows on release)
+        for _ in range(global_limit - self.global_limit):
+            self._global.release()
+        self.per_host = max(self.per_host, per_host)
+        self.global_limit = max(self.global_limit, global_limit)
 
     def pause(self, host: str, seconds: float) -> None:
         """No new request to ``host`` for ``seconds`` (extends, never shortens, a pause)."""

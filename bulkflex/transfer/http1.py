@@ -607,7 +607,8 @@ class HTTPClient:
         #: receive blocks kept for reuse: up to ``pool_bytes`` of them
         self.blocks = _BlockPool(self.block_size, pool_bytes)
         self.tick = tick
-        self._max_idle = max_idle_per_origin
+        #: idle connections kept per origin (the engine raises it with its connection cap)
+        self.max_idle_per_origin = max_idle_per_origin
         self._ssl_context = ssl_context
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open: set[_Connection] = set()
@@ -663,7 +664,7 @@ class HTTPClient:
             conn.abort()
             return
         idle = self._idle.setdefault(conn.origin, [])
-        if len(idle) >= self._max_idle:
+        if len(idle) >= self.max_idle_per_origin:
             conn.abort()
             return
         idle.append(conn)

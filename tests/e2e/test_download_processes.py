@@ -53,11 +53,14 @@ from clirun import (
     read_events,
     remount,
     run_cli,
+    start_cli,
     tmpfs,
     wait_until,
     write_manifest,
 )
 from faultserver import FaultServer, KiB, Rule, sha256_multihash
+
+from bulkflex.distributed._shards import shard_index
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="finds worker processes through /proc (Linux)"
@@ -347,6 +350,70 @@ def test_per_host_cap_holds_across_worker_processes(tmp_path: Path) -> None:
         assert server.max_concurrent <= 4, f"{server.max_concurrent} requests at once"
         # more than one worker's share (2) at once: both processes did download together
         assert server.max_concurrent > 2, f"only {server.max_concurrent} requests at once"
+
+
+def test_a_worker_left_alone_takes_over_the_connections_of_the_one_that_finished(
+    tmp_path: Path,
+) -> None:
+    # Shard 0's files are quick, shard 1's slow (8 KiB in 1 KiB chunks 40 ms apart: 0.3 s
+    # each). Once shard 0 is done, shard 1 runs alone: it gets the whole per-host cap (4), not
+    # its half (2), and the cap still holds.
+    quick, slow = paths_of_shards(2, counts={0: 26, 1: 34})
+    with FaultServer(chunk_size=1 * KiB) as server:
+        records: list[dict[str, object]] = []
+        expected: dict[str, bytes] = {}
+        for path in quick + slow:
+            name = path.replace("/", "-")
+            if path in slow:
+                server.add_file(name, 8 * KiB, chunk_delay=0.04)
+            else:
+                server.add_file(name, 4 * KiB)
+            data = expected[path] = server.content(name)
+            records.append(
+                {
+                    "url": server.url(name),
+                    "path": path,
+                    "size": len(data),
+                    "checksum": sha256_multihash(data),
+                }
+            )
+        manifest = write_manifest(tmp_path / "manifest.jsonl", records)
+        dest = tmp_path / "dest"
+        proc = start_cli(
+            *download_args(
+                manifest, dest, "--processes", "2", "--per-host", "4", "--connections", "4"
+            )
+        )
+        quick_names = [p.replace("/", "-") for p in quick]
+        wait_until(
+            lambda: all(
+                any(r.ended == "complete" for r in server.stats(n).requests) for n in quick_names
+            ),
+            timeout=60,
+            what="shard 0's files served",
+            proc=proc,
+        )
+        server.reset_peak()  # from here on, only shard 1 downloads
+        result = finish(proc)
+        assert result.returncode == 0, result.describe()
+        assert_files(dest, expected)
+        assert server.max_concurrent <= 4, f"{server.max_concurrent} requests at once"
+        assert server.max_concurrent > 2, (
+            f"shard 1 alone ran at most {server.max_concurrent} requests at once"
+        )
+
+
+def paths_of_shards(shards: int, counts: dict[int, int]) -> tuple[list[str], ...]:
+    """Manifest paths that fall into each shard, ``counts[i]`` of them for shard ``i``."""
+    found: dict[int, list[str]] = {i: [] for i in range(shards)}
+    for n in range(100_000):
+        path = f"d{n % 3}/g{n:05d}.bin"
+        index = shard_index(path, shards)
+        if len(found[index]) < counts.get(index, 0):
+            found[index].append(path)
+        if all(len(found[i]) >= counts.get(i, 0) for i in found):
+            break
+    return tuple(found[i] for i in range(shards))
 
 
 # -- the layout of a destination sticks ----------------------------------------------------
