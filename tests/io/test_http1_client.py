@@ -323,8 +323,10 @@ async def test_blocks_a_reader_let_go_of_are_reused() -> None:
                     del piece  # the reader keeps no view: the block is free again
             response.release()
             assert data == body
-        # 80 blocks of body went through at most a few distinct blocks
-        assert 1 <= len(client.blocks) <= 3
+        # 80 blocks of body went through a few distinct blocks: at most one body's 4 blocks
+        # waiting for the reader (the connection may read the whole body before the reader
+        # takes the first piece) and the one the reader holds
+        assert 1 <= len(client.blocks) <= 5
 
 
 async def test_small_bodies_reuse_blocks_of_their_own_size_class() -> None:
