@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -267,7 +268,9 @@ async def _watch(
         wanted = link.read_caps()
         if wanted is not None and wanted != given:
             given = wanted
-            caps.send_nowait(wanted)
+            # the engine may be past its workers (its final commit): nobody reads any more
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                caps.send_nowait(wanted)
         if await anyio.to_thread.run_sync(link.should_stop):
             log.info("shard asked to stop; saving progress")
             stop.set()

@@ -1256,9 +1256,8 @@ async def _pool(
         scope.cancel()
 
     async def follow(caps: ObjectReceiveStream[tuple[int, int]], workers: TaskGroup) -> None:
-        async with caps:
-            async for per_host, connections in caps:
-                run.widen(per_host, connections, workers)
+        async for per_host, connections in caps:  # the caller's stream: it closes it
+            run.widen(per_host, connections, workers)
 
     try:
         async with anyio.create_task_group() as outer:
