@@ -503,6 +503,24 @@ def slow_args(
     )
 
 
+def slow_job_under_way(
+    server: FaultServer, folder: Path, jobs: Jobs
+) -> tuple[Path, dict[str, bytes], Path, subprocess.Popen[str], list[Proc]]:
+    """Start the slow job on two workers and return once 30% of its bytes are served:
+    (manifest, expected files, destination, the CLI process, its workers)."""
+    manifest, expected = make_job(server, folder, SLOW_FILES, size=SLOW_SIZE)
+    dest = folder / "dest"
+    proc = jobs.start(*slow_args(manifest, dest))
+    workers = jobs.workers_of(proc, 2)
+    wait_until(
+        lambda: server.total_bytes_sent >= 0.3 * SLOW_TOTAL,
+        timeout=30,
+        what="30% of the job's bytes to be served",
+        proc=proc,
+    )
+    return manifest, expected, dest, proc, workers
+
+
 @pytest.mark.parametrize(
     ("sig", "to_group"),
     [(signal.SIGINT, True), (signal.SIGTERM, False)],
@@ -511,16 +529,7 @@ def slow_args(
 def test_interrupt_saves_progress_stops_workers_and_rerun_finishes(
     slow_server: FaultServer, tmp_path: Path, jobs: Jobs, sig: int, to_group: bool
 ) -> None:
-    manifest, expected = make_job(slow_server, tmp_path, SLOW_FILES, size=SLOW_SIZE)
-    dest = tmp_path / "dest"
-    proc = jobs.start(*slow_args(manifest, dest))
-    workers = jobs.workers_of(proc, 2)
-    wait_until(
-        lambda: slow_server.total_bytes_sent >= 0.3 * SLOW_TOTAL,
-        timeout=30,
-        what="30% of the job's bytes to be served",
-        proc=proc,
-    )
+    manifest, expected, dest, proc, workers = slow_job_under_way(slow_server, tmp_path, jobs)
     if to_group:
         os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C: the parent and every worker
     else:
@@ -549,16 +558,7 @@ def test_interrupt_saves_progress_stops_workers_and_rerun_finishes(
 def test_sigkill_of_the_parent_workers_save_and_exit_then_rerun_finishes(
     slow_server: FaultServer, tmp_path: Path, jobs: Jobs
 ) -> None:
-    manifest, expected = make_job(slow_server, tmp_path, SLOW_FILES, size=SLOW_SIZE)
-    dest = tmp_path / "dest"
-    proc = jobs.start(*slow_args(manifest, dest))
-    workers = jobs.workers_of(proc, 2)
-    wait_until(
-        lambda: slow_server.total_bytes_sent >= 0.3 * SLOW_TOTAL,
-        timeout=30,
-        what="30% of the job's bytes to be served",
-        proc=proc,
-    )
+    manifest, expected, dest, proc, workers = slow_job_under_way(slow_server, tmp_path, jobs)
     os.kill(proc.pid, signal.SIGKILL)  # the parent only: its workers see their pipes close
     proc.wait(timeout=30)
     wait_gone(workers, timeout=10, what="after their parent was SIGKILLed")
@@ -582,16 +582,7 @@ def test_sigkill_of_the_parent_workers_save_and_exit_then_rerun_finishes(
 def test_second_ctrl_c_cancels_and_rerun_finishes(
     slow_server: FaultServer, tmp_path: Path, jobs: Jobs
 ) -> None:
-    manifest, expected = make_job(slow_server, tmp_path, SLOW_FILES, size=SLOW_SIZE)
-    dest = tmp_path / "dest"
-    proc = jobs.start(*slow_args(manifest, dest))
-    workers = jobs.workers_of(proc, 2)
-    wait_until(
-        lambda: slow_server.total_bytes_sent >= 0.3 * SLOW_TOTAL,
-        timeout=30,
-        what="30% of the job's bytes to be served",
-        proc=proc,
-    )
+    manifest, expected, dest, proc, workers = slow_job_under_way(slow_server, tmp_path, jobs)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.05)  # two signals, not one: a signal still pending is not delivered twice
     if proc.poll() is None:
