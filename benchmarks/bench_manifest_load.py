@@ -6,10 +6,10 @@
 # lines with STAC context and a sha2-256 multihash) in a private temp folder (or in --cache DIR,
 # kept and reused), then for each one starts a fresh Python process that does only
 #     StateDB(dest).load_manifest(manifest)
-# and records its wall time and peak RSS (GNU time %M when installed, else ru_maxrss; see
-# _measure.py). A "0 lines" row is the same process loading an empty manifest: the interpreter +
-# bulkflex + SQLite floor. Flat memory means the peak RSS column stays near that floor while
-# the manifest grows 100x.
+# and records its wall time and peak RSS (GNU time %M when installed, else VmHWM or ru_maxrss;
+# see bulkflex/bench/measure.py). A "0 lines" row is the same process loading an empty
+# manifest: the interpreter + bulkflex + SQLite floor. Flat memory means the peak RSS column
+# stays near that floor while the manifest grows 100x.
 #
 #   python benchmarks/bench_manifest_load.py [--lines 10000,100000,1000000] [--cache DIR]
 
@@ -25,8 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _measure import run_measured
 from _peers import clean_env
+
+from bulkflex.bench.measure import gnu_time, run_measured
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -77,6 +78,7 @@ def main() -> int:
     env = clean_env()
     env["PYTHONPATH"] = str(REPO) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     rows: list[str] = []
+    time_exe = gnu_time()
     scratch = Path(tempfile.mkdtemp(prefix="bulkflex-manifest-bench-"))
     try:
         for n in sizes:
@@ -90,23 +92,24 @@ def main() -> int:
                 log_path=scratch / f"load-{n}.log",
                 timeout=args.timeout,
                 env=env,
+                time_exe=time_exe,
             )
             if result.exit_code != 0:
-                print(result.log, file=sys.stderr)
+                print(result.log_tail, file=sys.stderr)
                 return 1
             db_bytes = sum(
                 f.stat().st_size for f in (dest / ".bulkflex").glob("state.sqlite*") if f.is_file()
             )
             row = (
                 f"| {n:,} | {manifest.stat().st_size / MiB:,.1f} | {result.wall:,.1f} "
-                f"| {n / result.wall if n else 0:,.0f} | {result.maxrss_kib / 1024:,.1f} "
+                f"| {n / result.wall if n else 0:,.0f} | {result.peak_rss_kib / 1024:,.1f} "
                 f"| {db_bytes / MiB:,.1f} |"
             )
             print(row, flush=True)
             rows.append(row)
             shutil.rmtree(dest)
         print()
-        print(f"peak RSS measured with {result.maxrss_source}")
+        print(f"peak RSS measured with {result.rss_source}")
         print("| manifest lines | manifest MiB | load s | lines/s | peak RSS MiB | state DB MiB |")
         print("|---:|---:|---:|---:|---:|---:|")
         for row in rows:

@@ -25,17 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _measure import run_measured
 from _memory import held_free_pages
 from _peers import PEERS, Context, Peer, clean_env
 from _report import KillResult, Row, ToolRun, render, write_chart, write_json
 from _servers import PROFILES, Server, find_lua_modules
 from _workloads import FileSet, ensure_set, file_set_spec, verify_tree
 
+from bulkflex.bench.measure import gnu_time, run_measured
 from bulkflex.bench.tools import compile_bulkflex
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+#: GNU time, which gives each tool's own peak RSS (see bulkflex/bench/measure.py)
+_TIME = gnu_time()
 ALL_WORKLOADS = ("small", "large", "tiny", "kill")
 
 
@@ -83,7 +85,7 @@ def install(notes: list[str]) -> None:
     if find_lua_modules() is None:
         apt.append("libnginx-mod-http-lua")
     if not shutil.which("time", path="/usr/bin:/bin"):
-        apt.append("time")  # GNU time: peak RSS without the harness's floor (see _measure.py)
+        apt.append("time")  # GNU time: peak RSS without the harness's floor (bench/measure.py)
     for exe, pkg in (("aria2c", "aria2"), ("rclone", "rclone"), ("wget", "wget"), ("curl", "curl")):
         if not shutil.which(exe):
             apt.append(pkg)
@@ -176,6 +178,7 @@ def run_tool(
         timeout=timeout,
         cwd=work,
         env=clean_env(),
+        time_exe=_TIME,
         kill_at_written=kill_at_written,
         on_start=mark,
     )
@@ -186,7 +189,7 @@ def run_tool(
     run = ToolRun(
         wall=result.wall,
         cpu=result.cpu,
-        maxrss_kib=result.maxrss_kib,
+        maxrss_kib=result.peak_rss_kib,
         exit_code=result.exit_code,
         timed_out=result.timed_out,
         problems=len(problems),
@@ -195,7 +198,7 @@ def run_tool(
         peak_in_flight=served.peak_in_flight,
         connections=served.connections,
         first_problem=problems[0] if problems else "",
-        log_tail="" if result.exit_code == 0 else result.log,
+        log_tail="" if result.exit_code == 0 else result.log_tail,
         killed_at=result.killed_at,
     )
     return run, dest

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Measured", "gnu_time", "run_measured"]
 
 _POLL_S = 0.02
+_KILL_POLL_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,9 @@ class Measured:
             20 ms before exit is missed) or ``"wait4"`` (an upper bound, see the module header).
         exit_code: the child's exit status; negative for a signal (-9 after a timeout).
         timed_out: the run was killed because it exceeded its time limit.
-        log_tail: the last 2000 characters of its stdout + stderr.
+        log_tail: the last 4000 characters of its stdout + stderr.
+        killed_at: seconds after the start at which the caller's kill rule (``kill_after``,
+            ``kill_at_written``) SIGKILLed the run, or None.
     """
 
     wall: float
@@ -49,6 +52,7 @@ class Measured:
     exit_code: int
     timed_out: bool
     log_tail: str
+    killed_at: float | None = None
 
 
 def gnu_time() -> str | None:
@@ -75,14 +79,41 @@ def _vm_hwm_kib(pid: int) -> int:
     return 0
 
 
+def _written(root: int) -> int:
+    """Bytes written so far by process ``root`` and its descendants (``wchar`` of
+    /proc/PID/io: every write and pwrite); 0 when unreadable."""
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(entry.path, "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    total = 0
+    for pid in tree:
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            io = Path(f"/proc/{pid}/io").read_text().splitlines()
+            total += int(next(line for line in io if line.startswith("wchar:")).split()[1])
+    return total
+
+
 def run_measured(
     cmd: Sequence[str],
     *,
     log_path: Path,
     timeout: float,
-    cwd: Path,
-    env: dict[str, str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
     time_exe: str | None,
+    kill_after: float | None = None,
+    kill_at_written: int | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> Measured:
     """Run ``cmd`` in its own session, its output to ``log_path``, and measure it.
 
@@ -90,6 +121,11 @@ def run_measured(
     ``timeout`` seconds the child's whole process group is SIGKILLed; the group is killed after
     a normal exit too, so no helper outlives its run. Ctrl-C (KeyboardInterrupt) kills the group
     and re-raises.
+
+    For a kill in the middle: ``kill_after`` SIGKILLs the group that many seconds after the
+    start, ``kill_at_written`` once the child and its descendants have written that many bytes
+    (the downloaded data plus a little state; checked every 10 ms). ``on_start`` runs right
+    before the spawn (to mark a server log offset).
     """
     rss_file = log_path.with_suffix(".rss")
     rss_file.unlink(missing_ok=True)
@@ -100,7 +136,11 @@ def run_measured(
     timed_out = threading.Event()
     finished = threading.Event()
     hwm = [0]
+    killed_at: list[float] = []
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
+        if on_start is not None:
+            on_start()
         start = time.perf_counter()
         proc = subprocess.Popen(
             full,
@@ -116,14 +156,27 @@ def run_measured(
             timed_out.set()
             _kill_group(proc.pid)
 
-        def poll() -> None:
-            while not finished.wait(_POLL_S):
-                hwm[0] = max(hwm[0], _vm_hwm_kib(proc.pid))
+        def kill_now() -> None:
+            if not killed_at:
+                killed_at.append(time.perf_counter() - start)
+            _kill_group(proc.pid)
 
-        timer = threading.Timer(timeout, on_timeout)
-        timer.daemon = True
-        timer.start()
-        poller = threading.Thread(target=poll, daemon=True) if poll_proc else None
+        def poll() -> None:
+            while not finished.wait(_KILL_POLL_S if kill_at_written is not None else _POLL_S):
+                if poll_proc:
+                    hwm[0] = max(hwm[0], _vm_hwm_kib(proc.pid))
+                if kill_at_written is not None and _written(proc.pid) >= kill_at_written:
+                    kill_now()
+                    return
+
+        timers = [threading.Timer(timeout, on_timeout)]
+        if kill_after is not None:
+            timers.append(threading.Timer(kill_after, kill_now))
+        for timer in timers:
+            timer.daemon = True
+            timer.start()
+        watched = poll_proc or kill_at_written is not None
+        poller = threading.Thread(target=poll, daemon=True) if watched else None
         if poller is not None:
             poller.start()
         try:
@@ -134,7 +187,8 @@ def run_measured(
             raise
         finally:
             finished.set()
-            timer.cancel()
+            for timer in timers:
+                timer.cancel()
             if poller is not None:
                 poller.join()
         wall = time.perf_counter() - start
@@ -156,5 +210,6 @@ def run_measured(
         rss_source=source,
         exit_code=proc.returncode,
         timed_out=timed_out.is_set(),
-        log_tail=text[-2000:],
+        log_tail=text[-4000:],
+        killed_at=killed_at[0] if killed_at else None,
     )
