@@ -25,8 +25,11 @@ NAMES: tuple[str, ...] = (
 
 def modules(argv: Sequence[str]) -> Iterator[ModuleType]:
     """The command modules to register: just the one named in ``argv`` when there is one
-    (the parser then knows only that command), else all of them (``--help``, a typo)."""
+    (the parser then knows only that command), none for ``--version``, else all of them
+    (``--help``, a typo)."""
     wanted = next((arg for arg in argv if not arg.startswith("-")), None)
+    if wanted is None and "--version" in argv and not {"-h", "--help"} & set(argv):
+        return  # argparse prints the version and exits before it needs any command
     names = (wanted,) if wanted in NAMES else NAMES
     for name in names:
         yield importlib.import_module(f"bulkflex.cli.{name.replace('-', '_')}")
