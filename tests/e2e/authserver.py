@@ -126,6 +126,18 @@ class AuthServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def oidc_args(self, refresh_token_env: str) -> list[str]:
+        """Command-line flags for refresh-token grants at this server's ``/oidc``, the
+        refresh token read from ``refresh_token_env``."""
+        return [
+            "--oidc-token-url",
+            f"{self.base_url}/oidc",
+            "--oidc-client-id",
+            "bulkflex-test",
+            "--oidc-refresh-token-env",
+            refresh_token_env,
+        ]
+
     def _write_token_file(self) -> None:
         if self.token_file is not None:
             temporary = self.token_file.with_suffix(".tmp")

@@ -263,6 +263,28 @@ def make_job(
     return write_manifest(folder / "manifest.jsonl", records), expected
 
 
+#: connections per host and in all for the jobs that check how two workers share them
+CONNECTIONS = 4
+
+
+def two_worker_args(
+    manifest: Path, dest: Path, *extra: str | os.PathLike[str]
+) -> list[str | os.PathLike[str]]:
+    """Download arguments for two worker processes sharing ``CONNECTIONS`` per host and in
+    all (2 each while both run)."""
+    return download_args(
+        manifest,
+        dest,
+        "--processes",
+        "2",
+        "--connections",
+        str(CONNECTIONS),
+        "--per-host",
+        str(CONNECTIONS),
+        *extra,
+    )
+
+
 def shard_files(dest: Path) -> list[str]:
     return sorted(p.name for p in (dest / STATE).glob("shard-*.sqlite"))
 
@@ -339,11 +361,7 @@ def test_per_host_cap_holds_across_worker_processes(tmp_path: Path) -> None:
     with FaultServer(chunk_size=1 * KiB, chunk_delay=0.02) as server:
         manifest, expected = make_job(server, tmp_path, 60, size=8 * KiB)
         dest = tmp_path / "dest"
-        result = run_cli(
-            *download_args(
-                manifest, dest, "--processes", "2", "--per-host", "4", "--connections", "4"
-            )
-        )
+        result = run_cli(*two_worker_args(manifest, dest))
         assert result.returncode == 0, result.describe()
         assert_files(dest, expected)
         assert len(shard_files(dest)) == 2
@@ -379,11 +397,7 @@ def test_a_worker_left_alone_takes_over_the_connections_of_the_one_that_finished
             )
         manifest = write_manifest(tmp_path / "manifest.jsonl", records)
         dest = tmp_path / "dest"
-        proc = start_cli(
-            *download_args(
-                manifest, dest, "--processes", "2", "--per-host", "4", "--connections", "4"
-            )
-        )
+        proc = start_cli(*two_worker_args(manifest, dest))
         quick_names = [p.replace("/", "-") for p in quick]
         wait_until(
             lambda: all(
@@ -476,7 +490,6 @@ def test_sharded_destination_resumes_sharded_without_the_flag(tmp_path: Path) ->
 SLOW_FILES = 80
 SLOW_SIZE = 16 * KiB
 SLOW_TOTAL = SLOW_FILES * SLOW_SIZE
-CONNECTIONS = 4
 
 
 @pytest.fixture
@@ -488,19 +501,7 @@ def slow_server() -> Iterator[FaultServer]:
 def slow_args(
     manifest: Path, dest: Path, *extra: str | os.PathLike[str]
 ) -> list[str | os.PathLike[str]]:
-    return download_args(
-        manifest,
-        dest,
-        "--processes",
-        "2",
-        "--connections",
-        str(CONNECTIONS),
-        "--per-host",
-        str(CONNECTIONS),
-        "--flush-bytes",
-        "4K",
-        *extra,
-    )
+    return two_worker_args(manifest, dest, "--flush-bytes", "4K", *extra)
 
 
 def slow_job_under_way(
@@ -756,15 +757,9 @@ def test_tokens_are_read_by_the_parent_once_per_expiry_and_never_written(
         log = tmp_path / "events.jsonl"
         proc = jobs.start(
             "-vv",
-            *download_args(
+            *two_worker_args(
                 manifest,
                 dest,
-                "--processes",
-                "2",
-                "--connections",
-                "4",
-                "--per-host",
-                "4",
                 "--token-command",
                 token_command,
                 "--log-json",
@@ -798,21 +793,10 @@ def test_oidc_refresh_token_grant_runs_once_per_expiry_for_all_workers(
         dest = tmp_path / "dest"
         result = run_cli(
             "-vv",
-            *download_args(
+            *two_worker_args(
                 manifest,
                 dest,
-                "--processes",
-                "2",
-                "--connections",
-                "4",
-                "--per-host",
-                "4",
-                "--oidc-token-url",
-                f"{server.base_url}/oidc",
-                "--oidc-client-id",
-                "bulkflex-test",
-                "--oidc-refresh-token-env",
-                "OFFLINE_FOR_TEST",
+                *server.oidc_args("OFFLINE_FOR_TEST"),
             ),
             timeout=60,
         )
