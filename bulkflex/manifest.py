@@ -161,25 +161,32 @@ def _iter_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, Manife
         yield number, entry
 
 
+def unreadable_manifest(name: str, exc: OSError) -> UsageError:
+    """The one-line error for a manifest that cannot be opened or read."""
+    return UsageError(f"cannot read {name}: {exc.strerror or exc}")
+
+
 def read_manifest(source: str | os.PathLike[str] | IO[str]) -> Iterator[tuple[int, ManifestEntry]]:
     """Stream ``(line number, entry)`` pairs from a manifest file or text stream.
 
     Raises:
         ManifestError: on the first malformed line (bad JSON, missing url, unsafe path, bad
             multihash, wrong field type); entries before it have already been yielded.
-        UsageError: the file cannot be opened (missing, a folder, no permission).
+        UsageError: the file cannot be opened (missing, a folder, no permission) or read.
     """
     if isinstance(source, str | os.PathLike):
         name = os.fspath(source)
         try:
             handle = open(name, encoding="utf-8", errors="strict")  # noqa: SIM115
         except OSError as exc:
-            raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+            raise unreadable_manifest(name, exc) from None
         with handle:
             try:
                 yield from _iter_lines(handle, name)
             except UnicodeDecodeError as exc:
                 raise ManifestError(name, 0, f"file is not UTF-8 text ({exc.reason})") from None
+            except OSError as exc:  # the read itself failed (an I/O error, a vanished mount)
+                raise unreadable_manifest(name, exc) from None
     else:
         yield from _iter_lines(source, getattr(source, "name", "<manifest>"))
 

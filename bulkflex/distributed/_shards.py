@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bulkflex.core.paths import STATE_DIR
-from bulkflex.errors import ManifestError, UsageError
-from bulkflex.manifest import ManifestWriter, read_manifest
+from bulkflex.errors import ManifestError
+from bulkflex.manifest import ManifestWriter, read_manifest, unreadable_manifest
+from bulkflex.transfer.files import disk_error
 
 __all__ = [
     "SHARDS_DIR",
@@ -122,7 +123,7 @@ def count_entries(manifest: str | os.PathLike[str]) -> int:
         with open(manifest, encoding="utf-8", errors="replace") as handle:
             return sum(1 for line in handle if line.strip() and not line.lstrip().startswith("#"))
     except OSError as exc:
-        raise UsageError(f"cannot read {os.fspath(manifest)}: {exc.strerror or exc}") from exc
+        raise unreadable_manifest(os.fspath(manifest), exc) from exc
 
 
 def split_manifest(
@@ -137,6 +138,7 @@ def split_manifest(
         ManifestError: a malformed line or a duplicate path (line numbers of ``manifest``);
             no shard file is replaced then.
         UsageError: the manifest cannot be read.
+        DestinationError: the shard manifests or the plan cannot be written.
     """
     if shards < 1:
         raise ValueError("shards must be at least 1")
@@ -166,9 +168,9 @@ def split_manifest(
                 counts[index] += 1
                 size = sizes[index]
                 sizes[index] = None if size is None or entry.size is None else size + entry.size
-    except OSError as exc:
-        raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from exc
-    _write_plan(dest_path, shards)
+        _write_plan(dest_path, shards)
+    except OSError as exc:  # read_manifest reports the manifest's own errors: these are ours
+        raise disk_error(exc, exc.filename or dest_path / STATE_DIR / SHARDS_DIR) from exc
     return ShardPlan(
         tuple(
             ShardInfo(i, shard_manifest_path(dest_path, i), counts[i], sizes[i])

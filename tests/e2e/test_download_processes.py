@@ -643,6 +643,23 @@ def test_malformed_manifest_line_is_one_error_and_nothing_runs(tmp_path: Path) -
         assert shard_files(dest) == []
 
 
+def test_shard_manifests_that_cannot_be_written_are_a_destination_error(tmp_path: Path) -> None:
+    # a file where the shard folder must go: the destination's fault (exit 4), not the
+    # manifest's (it used to say "cannot read MANIFEST", exit 2)
+    with FaultServer() as server:
+        manifest, _ = make_job(server, tmp_path, 60)
+        dest = tmp_path / "dest"
+        (dest / STATE).mkdir(parents=True)
+        (dest / STATE / "shards").write_text("in the way\n")
+        result = run_cli(*download_args(manifest, dest, "--processes", "2"))
+        assert result.returncode == 4, result.describe()
+        assert result.stderr_lines == [
+            f"bulkflex: error: cannot write {(dest / STATE / 'shards').resolve()}: File exists"
+        ], result.describe()
+        assert server.total_requests == 0
+        assert manifest.read_text().count("\n") == 60  # the manifest is untouched
+
+
 def test_error_lines_name_paths_as_one_process_does(tmp_path: Path) -> None:
     """The same bad input gives the same error line whatever --processes says."""
     with FaultServer() as server:
