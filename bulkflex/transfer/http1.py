@@ -102,9 +102,9 @@ class _BlockPool:
     file pins no more than twice its size while the disk thread writes it, and thousands of
     small files go through a few blocks instead of a fresh, zero-filled buffer each (py-spy put
     7% of the event loop's samples on that allocation on 2000 x 256 KiB; the wall clock moved
-    within its noise). Up to ``max_bytes`` of blocks are kept;
-    past that, blocks are allocated and dropped. The check reads CPython reference counts: on
-    another interpreter the pool keeps nothing.
+    within its noise). Up to ``max_bytes`` of blocks are kept; past that, blocks are allocated
+    and dropped. The check reads CPython reference counts: on another interpreter the pool
+    keeps nothing.
     """
 
     #: references to a free block while :meth:`take` looks at it: the deque's, the loop
