@@ -25,6 +25,8 @@ a token: URLs are shown without their query string (see :func:`redact_url`).
 
 from __future__ import annotations
 
+import errno
+import os
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "TransferError",
     "UnsafePathError",
     "UsageError",
+    "disk_error",
     "redact_url",
 ]
 
@@ -154,6 +157,18 @@ class DestinationError(BulkflexError):
     """The destination cannot take the files (disk full, permission denied). State is kept."""
 
     exit_code = 4
+
+
+def disk_error(exc: OSError, path: str | os.PathLike[str]) -> DestinationError:
+    """Translate an OSError from the destination into one actionable line."""
+    reason = {
+        errno.ENOSPC: "no space left on the device: free some space and run the same command",
+        errno.EDQUOT: "disk quota exceeded: free some space and run the same command",
+        errno.EROFS: "the destination is on a read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return DestinationError(f"cannot write {os.fspath(path)}: {reason}")
 
 
 class StateError(BulkflexError):

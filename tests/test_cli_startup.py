@@ -1,6 +1,7 @@
 """The command line loads only what the command needs: ``--version`` loads no command, and
 ``download`` neither the STAC planner (aiohttp) nor the progress bar's tqdm before a bar is
-shown. Each check runs in a fresh interpreter, as a user's command does."""
+shown, and ``status`` not the engine. Each check runs in a fresh interpreter, as a user's
+command does."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def test_download_and_status_load_neither_the_planner_nor_tqdm(argv: list[str]) 
     loaded = loaded_after(*argv)
     assert "aiohttp" not in loaded and "bulkflex.stac" not in loaded, loaded
     assert "tqdm" not in loaded, loaded
+
+
+def test_status_does_not_load_the_engine() -> None:
+    # it reads state files: the engine, the HTTP client and anyio are no part of that
+    assert "bulkflex.transfer" not in loaded_after("status", "--help")
 
 
 def test_help_still_lists_every_command() -> None:

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bulkflex.core.paths import STATE_DIR
-from bulkflex.errors import ManifestError
+from bulkflex.errors import ManifestError, disk_error
 from bulkflex.manifest import ManifestWriter, read_manifest, unreadable_manifest
-from bulkflex.transfer.files import disk_error
 
 __all__ = [
     "SHARDS_DIR",

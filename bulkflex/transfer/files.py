@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bulkflex.core.checksum import Checksum, Hasher
 from bulkflex.core.paths import PART_SUFFIX
-from bulkflex.errors import DestinationError, TransferError
+from bulkflex.errors import TransferError, disk_error
 
 __all__ = [
     "Chunks",
@@ -67,18 +67,6 @@ def _hash_range(handle: io.FileIO, hasher: Hasher, nbytes: int | None) -> int:
     finally:
         view.release()
     return done
-
-
-def disk_error(exc: OSError, path: Path | str) -> DestinationError:
-    """Translate an OSError from the destination into one actionable line."""
-    reason = {
-        errno.ENOSPC: "no space left on the device: free some space and run the same command",
-        errno.EDQUOT: "disk quota exceeded: free some space and run the same command",
-        errno.EROFS: "the destination is on a read-only file system",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "operation not permitted",
-    }.get(exc.errno or 0, exc.strerror or str(exc))
-    return DestinationError(f"cannot write {path}: {reason}")
 
 
 class FolderGuard:
