@@ -1,11 +1,14 @@
 """Per-host pacing: a connection cap per host, a global cap, and Retry-After pauses.
 
-Every request (whole file or one range) holds one slot of its host and one global slot for its
-whole life. Slots are taken host first, then global, always in that order, so they cannot
-deadlock. They are asyncio semaphores: taken once per request, and anyio's CapacityLimiter costs
-several times more per acquire (the engine runs on asyncio anyway). A 429 or 503
-with Retry-After pauses *new* requests to that host until the time given; requests already
-streaming go on. The caps can be raised during a run (:meth:`HostPacer.widen`), never lowered.
+Every request (whole file or one range) holds one slot of its host and one global slot while it
+is on the network: until the last byte of its body is in (:meth:`Slot.release`, which the engine
+calls from the connection's callback, so that the next request leaves without waiting for the
+reader), or until it ends otherwise. Slots are taken host first, then global, always in that
+order, so they cannot deadlock. They are asyncio semaphores: taken once per request, and
+anyio's CapacityLimiter costs several times more per acquire (the engine runs on asyncio anyway).
+A 429 or 503 with Retry-After pauses *new* requests to that host until the time given; requests
+already streaming go on. The caps can be raised during a run (:meth:`HostPacer.widen`), never
+lowered.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 import anyio
 
-__all__ = ["HostPacer"]
+__all__ = ["HostPacer", "Slot"]
 
 
 @dataclass(slots=True)
@@ -26,6 +29,23 @@ class _Host:
     limiter: asyncio.Semaphore
     #: monotonic time before which no new request starts
     paused_until: float = 0.0
+
+
+class Slot:
+    """A request's hold on its host's cap and the global cap; :meth:`release` gives both back,
+    once (later calls do nothing)."""
+
+    __slots__ = ("_global", "_host")
+
+    def __init__(self, host: asyncio.Semaphore, global_: asyncio.Semaphore) -> None:
+        self._host: asyncio.Semaphore | None = host
+        self._global = global_
+
+    def release(self) -> None:
+        host, self._host = self._host, None
+        if host is not None:
+            self._global.release()
+            host.release()
 
 
 class HostPacer:
@@ -61,12 +81,23 @@ class HostPacer:
         state.paused_until = max(state.paused_until, time.monotonic() + seconds)
 
     @asynccontextmanager
-    async def slot(self, host: str) -> AsyncIterator[None]:
+    async def slot(self, host: str) -> AsyncIterator[Slot]:
+        """Hold a slot of ``host`` and a global one until the block ends, or until the
+        :class:`Slot` it yields is released, whichever comes first."""
         state = self._host(host)
         await _wait_unpaused(state)
-        async with state.limiter, self._global:
+        await state.limiter.acquire()
+        try:
+            await self._global.acquire()
+        except BaseException:
+            state.limiter.release()
+            raise
+        slot = Slot(state.limiter, self._global)
+        try:
             await _wait_unpaused(state)  # a pause may have started while we queued
-            yield
+            yield slot
+        finally:
+            slot.release()
 
 
 async def _wait_unpaused(state: _Host) -> None:

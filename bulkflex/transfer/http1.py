@@ -13,6 +13,9 @@ What a reader sees:
   to keep the token on its host) and returns once the response head is in.
 - :meth:`Response.iter_any` yields the body as ``memoryview`` blocks. Every byte that arrived is
   yielded before an error is raised, so a retry resumes after the last good byte.
+- A keep-alive connection goes back to the pool as soon as the last byte of a body is in, not
+  when its reader is done with it: the next request can leave on it while the reader still
+  writes the previous body to disk (:meth:`Response.on_received` tells the caller the moment).
 - Errors are :class:`ConnectError`, :class:`ConnectionBroken` (both ``ConnectionError``), and
   :class:`ReadTimeout` (a ``TimeoutError``): no byte for ``read_timeout`` seconds.
 - A request that fails on a reused keep-alive connection before any response byte (the server
@@ -35,7 +38,7 @@ import os
 import ssl
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import cast
 
 import anyio
@@ -146,13 +149,87 @@ class _BlockPool:
         return sum(len(blocks) for blocks in self._classes.values())
 
 
+class _Body:
+    """One response's body as its reader sees it: the pieces received and not read yet, and
+    how the body ended.
+
+    The connection fills it while the body comes in. Once the last byte is in, a keep-alive
+    connection lets go of it and goes back to the pool, so the next request can leave on it at
+    once, while this reader still has pieces to read (and to write to disk). A reader is woken
+    once per block, at the end of the body, on an error, or once per ``tick`` on a slow link.
+    """
+
+    __slots__ = (
+        "complete",
+        "conn",
+        "cut",
+        "error",
+        "on_received",
+        "ready",
+        "ready_bytes",
+        "timer",
+        "waiter",
+    )
+
+    def __init__(self, conn: _Connection) -> None:
+        #: the connection still receiving this body; None once it let go of it
+        self.conn: _Connection | None = conn
+        self.ready: deque[memoryview] = deque()
+        self.ready_bytes = 0
+        #: every byte the reader gets is in ``ready`` (or was read)
+        self.complete = False
+        #: the body ended at the reader's limit, not at its real end
+        self.cut = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        #: called once, when the connection lets go of the body (see Response.on_received)
+        self.on_received: Callable[[], None] | None = None
+
+    def push(self, piece: memoryview) -> None:
+        self.ready.append(piece)
+        self.ready_bytes += len(piece)
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> memoryview | None:
+        """The next piece of body, or None at its end. Every piece that arrived comes before
+        an error is raised."""
+        while True:
+            if self.ready:
+                piece = self.ready.popleft()
+                self.ready_bytes -= len(piece)
+                if self.conn is not None:
+                    self.conn.drained(self.ready_bytes)
+                return piece
+            if self.error is not None:
+                raise self.error
+            if self.complete:
+                return None
+            conn = self.conn
+            assert conn is not None, "a body still coming in has its connection"
+            loop = conn.loop
+            self.waiter = loop.create_future()
+            self.timer = loop.call_later(conn.tick_delay(), conn.tick, self)
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
+
+
 class _Connection(asyncio.BufferedProtocol):
     """One keep-alive connection; carries one request at a time."""
 
     def __init__(self, client: HTTPClient, origin: Origin) -> None:
         self._client = client
         self.origin = origin
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
@@ -160,29 +237,25 @@ class _Connection(asyncio.BufferedProtocol):
         self._head = bytearray(_HEAD_BUFFER)
         self._head_view = memoryview(self._head)
         self._head_len = 0
-        self._head_future: asyncio.Future[ResponseHead] | None = None
+        self._head_future: asyncio.Future[tuple[ResponseHead, _Body]] | None = None
         self._discarding = False  # the head overflowed: bytes are dropped until the close
         self._in_head = False
+        self._received_any = False
         # the body being received
+        self._body: _Body | None = None
+        self._keep_alive = False  # the head allows another request after this body
         self._framing: Framing | None = None
         self._remaining = 0  # LENGTH: bytes still to come
         self._decoder: ChunkedDecoder | None = None
         self._block: memoryview | None = None
         self._filled = 0  # bytes of the current block received
         self._handed = 0  # bytes of the current block given to the reader (or decoded)
-        self._ready: deque[memoryview] = deque()
-        self._ready_bytes = 0
         self._paused = False
-        self._complete = False
+        self._complete = False  # every byte of the body (or up to the limit) is in
+        self._feeding = False  # body bytes that came with the head are being taken
         self._body_received = 0
         self._limit: int | None = None  # the reader wants no body byte at or past this index
-        self._cut = False  # the body ended at the limit, not at its real end
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._wake_partial = False
-        self._received_any = False
         self._last_data = 0.0
-        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio protocol callbacks ----------------------------------------------------------
 
@@ -217,11 +290,11 @@ class _Connection(asyncio.BufferedProtocol):
             self._head_len += nbytes
             self._head_received(nbytes)
             return
-        framing = self._framing
-        if framing is None or self._complete:
+        framing, body = self._framing, self._body
+        if framing is None or body is None or self._complete:
             self._fail(ProtocolError("the server sent bytes after the response"))
             return
-        self._last_data = self._loop.time()
+        self._last_data = self.loop.time()
         self._filled += nbytes
         self._body_received += nbytes
         if framing.kind is BodyKind.LENGTH:
@@ -236,14 +309,16 @@ class _Connection(asyncio.BufferedProtocol):
         assert self._block is not None
         if self._filled == len(self._block) or self._complete:
             self._retire_block()
-        if self._ready_bytes >= self._client.high_water and not self._paused:
+        if self._complete:
+            if not self._feeding:
+                self._end_of_body()
+            return
+        if body.ready_bytes >= self._client.high_water and not self._paused:
             assert self.transport is not None
             self.transport.pause_reading()
             self._paused = True
-        # the end of a chunked body can come alone (the last chunk, no data): wake the reader
-        # for that too, or it waits for the read timeout
-        if (self._ready or self._complete) and self._waiter is not None:
-            self._wake()
+        if body.ready:
+            body.wake()
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
@@ -260,18 +335,20 @@ class _Connection(asyncio.BufferedProtocol):
             if self._head_future is not None and not self._head_future.done():
                 self._head_future.set_exception(error)
             return
-        if self._framing is None or self._complete:
+        body = self._body
+        if body is None or self._framing is None or self._complete:
             return
         if self._framing.kind is BodyKind.UNTIL_CLOSE and exc is None:
             self._complete = True
-            if self._block is not None:
-                self._retire_block()
-        elif self._error is None:
+            self._retire_block()
+            self._end_of_body()
+            return
+        if body.error is None:
             detail = f": {exc}" if exc else ""
-            self._error = ConnectionBroken(f"the connection broke mid-body{detail}")
-            if self._block is not None and self._framing.kind is not BodyKind.CHUNKED:
+            if self._framing.kind is not BodyKind.CHUNKED:
                 self._retire_block()
-        self._wake()
+            body.error = ConnectionBroken(f"the connection broke mid-body{detail}")
+        body.wake()
 
     # -- head --------------------------------------------------------------------------------
 
@@ -280,7 +357,7 @@ class _Connection(asyncio.BufferedProtocol):
             # not from inside get_buffer: aborting the transport there crashes uvloop (it goes
             # on to read into the buffer of a closed handle)
             error = ProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
-            self._loop.call_soon(self._fail, error)
+            self.loop.call_soon(self._fail, error)
             self._discarding = True  # take (and drop) bytes until the abort lands
             self._head_len = 0
             return
@@ -307,13 +384,15 @@ class _Connection(asyncio.BufferedProtocol):
             return
         leftover = self._head_len - end
         self._in_head = False
-        self._start_body(framing)
+        body = self._start_body(framing, head.keep_alive)
         # the head goes to the reader first: an error in the body bytes that came with it is
         # raised from iter_any after the good bytes, like any other body error
         if future is not None and not future.done():
-            future.set_result(head)
+            future.set_result((head, body))
         if leftover:
             self._feed_leftover(self._head_view[end : self._head_len])
+        elif self._complete:
+            self._end_of_body()  # no body at all
         self._head_len = 0
 
     def _shift_head(self, end: int) -> None:
@@ -322,20 +401,31 @@ class _Connection(asyncio.BufferedProtocol):
         self._head_len = rest
 
     def _feed_leftover(self, data: memoryview) -> None:
-        """Body bytes that came in with the head: copy them into the first block."""
+        """Body bytes that came in with the head: copy them into the first block. The body
+        ends (and the connection may be reused) only once they are all accounted for."""
         pos = 0
-        while pos < len(data) and not self._complete:
-            view = self.get_buffer(len(data) - pos)
-            take = min(len(view), len(data) - pos)
-            view[:take] = data[pos : pos + take]
-            pos += take
-            self.buffer_updated(take)
-        if pos < len(data) and self._error is None:
+        self._feeding = True
+        try:
+            while pos < len(data) and not self._complete and not self.closed:
+                view = self.get_buffer(len(data) - pos)
+                take = min(len(view), len(data) - pos)
+                view[:take] = data[pos : pos + take]
+                pos += take
+                self.buffer_updated(take)
+        finally:
+            self._feeding = False
+        if self.closed:
+            return
+        if pos < len(data):
             self._fail(ProtocolError("the server sent more than the response body"))
+        elif self._complete:
+            self._end_of_body()
 
     # -- body --------------------------------------------------------------------------------
 
-    def _start_body(self, framing: Framing) -> None:
+    def _start_body(self, framing: Framing, keep_alive: bool) -> _Body:
+        self._body = body = _Body(self)
+        self._keep_alive = keep_alive
         self._framing = framing
         self._complete = framing.kind is BodyKind.NONE or (
             framing.kind is BodyKind.LENGTH and framing.length == 0
@@ -343,11 +433,32 @@ class _Connection(asyncio.BufferedProtocol):
         self._remaining = framing.length or 0
         self._body_received = 0
         self._limit = None
-        self._cut = False
         self._decoder = ChunkedDecoder() if framing.kind is BodyKind.CHUNKED else None
         self._block = None
         self._filled = self._handed = 0
-        self._last_data = self._loop.time()
+        self._last_data = self.loop.time()
+        return body
+
+    def _end_of_body(self) -> None:
+        """Every byte of the body is in: the reader learns it, and a keep-alive connection lets
+        go of the body and goes back to the pool now, not when the reader is done with it."""
+        body = self._body
+        if body is None:
+            return
+        body.complete = True
+        framing = self._framing
+        if self._keep_alive and framing is not None and framing.reusable and not self.closed:
+            self._body = None
+            body.conn = None
+            if self._paused:
+                self._paused = False
+                assert self.transport is not None
+                self.transport.resume_reading()  # idle: see the server close it
+            self._client._put_back(self)
+            callback, body.on_received = body.on_received, None
+            if callback is not None:
+                callback()  # before the reader's wake-up: the next request leaves first
+        body.wake()
 
     def limit(self, nbytes: int) -> None:
         """Read no body byte past the first ``nbytes``: the body ends there for the reader, and
@@ -362,12 +473,15 @@ class _Connection(asyncio.BufferedProtocol):
             self._cut_here()
 
     def _cut_here(self) -> None:
-        self._complete = self._cut = True
+        self._complete = True
         self._retire_block()
         if self.transport is not None and not self._paused:
             self.transport.pause_reading()
             self._paused = True
-        self._wake()
+        body = self._body
+        if body is not None:
+            body.complete = body.cut = True
+            body.wake()
 
     def _new_block(self) -> None:
         client = self._client
@@ -379,7 +493,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def _decode(self) -> None:
         """Chunked: decode the new bytes of the block; the data pieces become ready."""
-        assert self._block is not None and self._decoder is not None
+        assert self._block is not None and self._decoder is not None and self._body is not None
         pieces: list[memoryview] = []
         try:
             self._decoder.feed(self._block[self._handed : self._filled], pieces)
@@ -387,8 +501,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._fail(exc)
         self._handed = self._filled
         for piece in pieces:  # before an error too: every good byte reaches the reader
-            self._ready.append(piece)
-            self._ready_bytes += len(piece)
+            self._body.push(piece)
         if self._decoder.done:
             self._complete = True
 
@@ -397,106 +510,53 @@ class _Connection(asyncio.BufferedProtocol):
         if self._block is None:
             return
         if self._framing is not None and self._framing.kind is not BodyKind.CHUNKED:
-            if self._filled > self._handed:
-                piece = self._block[self._handed : self._filled]
-                self._ready.append(piece)
-                self._ready_bytes += len(piece)
+            if self._filled > self._handed and self._body is not None:
+                self._body.push(self._block[self._handed : self._filled])
             self._handed = self._filled
         if self._filled == len(self._block) or self._complete:
             self._block = None
 
     def _fail(self, error: BaseException) -> None:
-        if self._error is None:
-            self._error = error
+        body = self._body
+        if body is not None and not body.complete:
+            if body.error is None:
+                if self._framing is not None and self._framing.kind is not BodyKind.CHUNKED:
+                    self._retire_block()  # bytes that did arrive come before the error
+                body.error = error
+            body.wake()
         if self._head_future is not None and not self._head_future.done():
             self._head_future.set_exception(error)
-        self._wake()
         self.abort()
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    # -- what the body's reader uses ---------------------------------------------------------
 
-    def _tick(self) -> None:
-        """Timer while the reader waits: hand out a partial block, or detect silence."""
-        if self._waiter is None or self._waiter.done():
+    def drained(self, ready_bytes: int) -> None:
+        """The reader took a piece: read from the socket again once below the high water."""
+        if self._paused and not self._complete and ready_bytes < self._client.high_water:
+            self._paused = False
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def tick_delay(self) -> float:
+        return min(self._client.tick, self._client.read_timeout)
+
+    def tick(self, body: _Body) -> None:
+        """Timer while the reader of ``body`` waits: hand out a partial block, or detect
+        silence."""
+        if body is not self._body or body.waiter is None or body.waiter.done():
             return
-        idle = self._loop.time() - self._last_data
+        idle = self.loop.time() - self._last_data
         if idle >= self._client.read_timeout:
-            self._error = ReadTimeout(f"no data for {self._client.read_timeout:g}s")
-            self._wake()
+            self._retire_block()  # bytes that did arrive come before the error
+            body.error = ReadTimeout(f"no data for {self._client.read_timeout:g}s")
+            body.wake()
             return
         if self._unhanded():
-            self._wake_partial = True
-            self._wake()
+            self._retire_block()
+            body.wake()
             return
         delay = min(self._client.tick, self._client.read_timeout - idle)
-        self._timer = self._loop.call_later(delay, self._tick)
-
-    # -- what the Response uses --------------------------------------------------------------
-
-    async def send(self, data: bytes) -> ResponseHead:
-        assert self.transport is not None
-        self._in_head = True
-        self._framing = None
-        self._complete = False
-        self._error = None
-        self._received_any = False
-        self._head_len = 0
-        self._head_future = self._loop.create_future()
-        self.transport.write(data)
-        if self.closed:  # closed between pool and now
-            raise _Stale("connection closed") if self.reused else ConnectionBroken("closed")
-        return await self._await_head()
-
-    async def _await_head(self) -> ResponseHead:
-        future = self._head_future
-        assert future is not None
-        timeout = self._client.read_timeout
-        # a plain loop timer: this runs once per request, and a cancel scope costs far more
-        timer = self._loop.call_later(timeout, self._head_timed_out, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
-
-    def _head_timed_out(self, future: asyncio.Future[ResponseHead]) -> None:
-        if not future.done():
-            timeout = self._client.read_timeout
-            future.set_exception(ReadTimeout(f"no response head within {timeout:g}s"))
-            self.abort()
-
-    async def read(self) -> memoryview | None:
-        """The next piece of body, or None at its end."""
-        while True:
-            if self._ready:
-                piece = self._ready.popleft()
-                self._ready_bytes -= len(piece)
-                if self._paused and not self._cut and self._ready_bytes < self._client.high_water:
-                    self._paused = False
-                    if self.transport is not None and not self.closed:
-                        self.transport.resume_reading()
-                return piece
-            if self._error is not None or self._complete or self._wake_partial:
-                self._wake_partial = False
-                if self._unhanded():
-                    self._retire_block()  # bytes that did arrive come before any error
-                    continue
-                if self._error is not None:
-                    raise self._error
-                if self._complete:
-                    return None
-            self._waiter = self._loop.create_future()
-            self._timer = self._loop.call_later(
-                min(self._client.tick, self._client.read_timeout), self._tick
-            )
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-                if self._timer is not None:
-                    self._timer.cancel()
+        body.timer = self.loop.call_later(delay, self.tick, body)
 
     def _unhanded(self) -> bool:
         framing = self._framing
@@ -507,21 +567,38 @@ class _Connection(asyncio.BufferedProtocol):
             and framing.kind is not BodyKind.CHUNKED
         )
 
-    @property
-    def complete(self) -> bool:
-        return self._complete and not self._ready and self._error is None
+    # -- what the client uses ----------------------------------------------------------------
 
-    @property
-    def reusable(self) -> bool:
-        """The body was read to its end, its framing allows another request, and it is open."""
-        framing = self._framing
-        return (
-            self.complete
-            and not self._cut
-            and not self.closed
-            and framing is not None
-            and framing.reusable
-        )
+    async def send(self, data: bytes) -> tuple[ResponseHead, _Body]:
+        assert self.transport is not None
+        self._in_head = True
+        self._framing = None
+        self._body = None
+        self._complete = False
+        self._received_any = False
+        self._head_len = 0
+        self._head_future = self.loop.create_future()
+        self.transport.write(data)
+        if self.closed:  # closed between pool and now
+            raise _Stale("connection closed") if self.reused else ConnectionBroken("closed")
+        return await self._await_head()
+
+    async def _await_head(self) -> tuple[ResponseHead, _Body]:
+        future = self._head_future
+        assert future is not None
+        timeout = self._client.read_timeout
+        # a plain loop timer: this runs once per request, and a cancel scope costs far more
+        timer = self.loop.call_later(timeout, self._head_timed_out, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _head_timed_out(self, future: asyncio.Future[tuple[ResponseHead, _Body]]) -> None:
+        if not future.done():
+            timeout = self._client.read_timeout
+            future.set_exception(ReadTimeout(f"no response head within {timeout:g}s"))
+            self.abort()
 
     def abort(self) -> None:
         self.closed = True
@@ -532,56 +609,67 @@ class _Connection(asyncio.BufferedProtocol):
 class Response:
     """A response whose head is in; the body is read with :meth:`iter_any`."""
 
-    def __init__(self, client: HTTPClient, conn: _Connection, head: ResponseHead, url: str) -> None:
-        self._client = client
-        self._conn: _Connection | None = conn
+    def __init__(self, head: ResponseHead, body: _Body, url: str) -> None:
+        self._body: _Body | None = body
         self.url = url
         self.status = head.status
         self.reason = head.reason
         self.headers: Headers = head.headers
-        self._keep_alive = head.keep_alive
 
     async def iter_any(self) -> AsyncIterator[memoryview]:
         """The body, block by block, as it arrives. Every byte received is yielded before an
         error (:class:`ConnectionBroken`, :class:`ReadTimeout`, ``ProtocolError`` as a
         ConnectionBroken) is raised."""
-        conn = self._conn
-        if conn is None:
+        body = self._body
+        if body is None:
             return
         while True:
             try:
-                piece = await conn.read()
+                piece = await body.read()
             except ProtocolError as exc:
                 raise ConnectionBroken(f"malformed response: {exc}") from None
             if piece is None:
                 return
             yield piece
 
+    def on_received(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, as soon as the last byte of the body is in and the connection
+        is free for another request (before the reader has read those bytes); at once if that
+        is already so. Never called for a body that ends otherwise (an error, a cut, a
+        connection the server closes): the caller's own clean-up covers those."""
+        body = self._body
+        if body is None:
+            return
+        if body.complete and body.conn is None and body.error is None:
+            callback()
+        else:
+            body.on_received = callback
+
     def limit(self, nbytes: int) -> None:
         """End the body for this reader after its first ``nbytes`` (see ``_Connection.limit``)."""
-        if self._conn is not None:
-            self._conn.limit(nbytes)
+        if self._body is not None and self._body.conn is not None:
+            self._body.conn.limit(nbytes)
 
     @property
     def complete(self) -> bool:
         """The whole body has been read (or all of it up to :meth:`limit`)."""
-        return self._conn is None or self._conn.complete
+        body = self._body
+        return body is None or (body.complete and not body.ready and body.error is None)
 
     def release(self) -> None:
-        """Give the connection back to the pool if the body was read to its end, else close it."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if self._keep_alive and conn.reusable:
-            self._client._put_back(conn)
-        else:
-            conn.abort()
+        """Done with the response. A body that came in whole left its connection in the pool
+        already; a connection still receiving this body is closed."""
+        body, self._body = self._body, None
+        if body is not None:
+            body.on_received = None
+            conn, body.conn = body.conn, None
+            if conn is not None:
+                conn.abort()
 
     def close(self) -> None:
-        """Drop the connection (the rest of the body is not wanted)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.abort()
+        """Done with the response, the rest of its body unwanted: the same as :meth:`release`
+        (a connection still receiving the body is closed), named for what the caller means."""
+        self.release()
 
 
 class HTTPClient:
@@ -623,14 +711,16 @@ class HTTPClient:
         conn = self._take_idle(origin)
         if conn is not None:
             try:
-                return Response(self, conn, await self._send(conn, data), url)
+                head, body = await self._send(conn, data)
+                return Response(head, body, url)
             except _Stale:
                 pass  # closed by the server while idle: once more on a fresh connection
         conn = await self._connect(origin)
-        return Response(self, conn, await self._send(conn, data), url)
+        head, body = await self._send(conn, data)
+        return Response(head, body, url)
 
     @staticmethod
-    async def _send(conn: _Connection, data: bytes) -> ResponseHead:
+    async def _send(conn: _Connection, data: bytes) -> tuple[ResponseHead, _Body]:
         try:
             return await conn.send(data)
         except ProtocolError as exc:

@@ -77,3 +77,33 @@ async def test_a_host_first_seen_after_widen_gets_the_wider_cap() -> None:
         await anyio.wait_all_tasks_blocked()
         assert requests.active == {"new": 4}
         requests.release.set()
+
+
+async def test_a_released_slot_goes_to_a_waiting_request_at_once_and_only_once() -> None:
+    """The engine gives a slot back when a body is all in, before its request's block ends:
+    the next request starts then, and the end of the block gives nothing back a second time."""
+    pacer = HostPacer(per_host=1, global_limit=5)
+    holding: list[str] = []
+    done = anyio.Event()
+
+    async def first() -> None:
+        async with pacer.slot("a") as slot:
+            holding.append("first")
+            slot.release()
+            slot.release()  # a second call does nothing
+            await done.wait()  # still in its block, the slot already given back
+
+    async def other(name: str) -> None:
+        async with pacer.slot("a"):
+            holding.append(name)
+            await done.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(other, "second")
+        tg.start_soon(other, "third")
+        await anyio.wait_all_tasks_blocked()
+        assert holding == ["first", "second"]  # one slot: the third waits for it
+        done.set()
+    assert holding == ["first", "second", "third"]

@@ -525,6 +525,60 @@ async def test_reused_connection_closed_after_part_of_a_head_is_not_retried() ->
         assert server.accepted == 1
 
 
+async def test_next_request_leaves_on_the_connection_while_the_reader_holds_the_body() -> None:
+    """Once a body is all in, its connection goes back to the pool before the reader has read
+    a byte of it: the next request reuses it, and the first body's blocks keep their bytes
+    while the second body comes in."""
+    first, second = payload(3 * BLOCK + 1, seed=1), payload(3 * BLOCK + 2, seed=2)
+
+    async def handler(conn: RawConn) -> None:
+        while (head := await conn.read_request()) is not None:
+            await conn.send(response_bytes(first if head.startswith(b"GET /1 ") else second))
+
+    async with RawServer(handler) as server, http_client(block_size=BLOCK) as client:
+        with anyio.fail_after(DEADLINE):
+            received = asyncio.Event()
+            response_1 = await client.get(server.url("/1"), {})
+            response_1.on_received(received.set)
+            await received.wait()  # every byte of body 1 is in; none was read yet
+            response_2 = await client.get(server.url("/2"), {})
+            assert await read_body(response_2) == (second, [BLOCK, BLOCK, BLOCK, 2])
+            assert await read_body(response_1) == (first, [BLOCK, BLOCK, BLOCK, 1])
+            response_1.release()
+            response_2.release()
+        assert server.accepted == 1
+        assert [len(heads) for heads in server.requests] == [2]
+
+
+@pytest.mark.parametrize(
+    ("answer", "called"),
+    [
+        (response_bytes(b"hello"), True),
+        (response_bytes(b""), True),
+        (response_bytes(b"hello", b"Connection: close\r\n"), False),  # not reusable
+        (response_bytes(b"hello")[:-2], False),  # broken off mid-body
+    ],
+    ids=["whole", "empty", "connection-close", "broken"],
+)
+async def test_on_received_is_called_once_for_a_body_that_leaves_its_connection_reusable(
+    answer: bytes, called: bool
+) -> None:
+    async def handler(conn: RawConn) -> None:
+        await conn.read_request()
+        await conn.send(answer)  # then closes
+
+    async with RawServer(handler) as server, http_client() as client:
+        calls: list[str] = []
+        with anyio.fail_after(DEADLINE):
+            response = await client.get(server.url(), {})
+            response.on_received(lambda: calls.append("received"))
+            received = bytearray()
+            with contextlib.suppress(ConnectionBroken):
+                await read_until_error(response, received)
+            response.release()
+        assert calls == (["received"] if called else [])
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. bodies broken off
 
