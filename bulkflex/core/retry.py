@@ -11,7 +11,6 @@ for a day.
 
 from __future__ import annotations
 
-import email.utils
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         return None
     if text.isdigit():
         return float(int(text))
+    import email.utils  # here: 6 ms of imports, for the rare Retry-After given as a date
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
