@@ -1,7 +1,7 @@
 """The command line loads only what the command needs: ``--version`` loads no command, and
 ``download`` neither the STAC planner (aiohttp) nor the progress bar's tqdm before a bar is
-shown (nor modules only a rare path needs), and ``status`` not the engine. Each check runs in a fresh interpreter, as a user's
-command does."""
+shown (nor modules only a rare path needs), and ``status`` not the engine. Each check runs in
+a fresh interpreter, as a user's command does."""
 
 from __future__ import annotations
 
