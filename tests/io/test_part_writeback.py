@@ -1,6 +1,6 @@
-"""PartFile starts the disk write of large writes at once (Linux ``sync_file_range``), on real
-files. Which writes start it is observed by recording the calls around the real function; the
-bytes on disk are checked every time."""
+"""PartFile starts the disk write of a file left for the group commit at once (Linux
+``sync_file_range``), on real files. Which files start it is observed by recording the calls
+around the real function; the bytes on disk are checked every time."""
 
 from __future__ import annotations
 
@@ -44,29 +44,49 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     return calls
 
 
+def finish(part: PartFile, size: int, *, durable: bool) -> None:
+    result = part.finish(size, expected_size=size, checksum=None, hasher=None, durable=durable)
+    assert result.ok, result.reason
+
+
 @linux_only
-def test_writes_of_256_kib_or_more_start_their_writeback_smaller_ones_do_not(
+def test_a_file_finished_for_the_group_commit_starts_its_writeback_from_256_kib(
     tmp_path: Path, started: list[tuple[int, int]]
 ) -> None:
+    """Only files the group commit will sync later start their write at once, and only from
+    256 KiB up; a file synced on finishing, and every single write, leave it to the sync."""
     rng = random.Random(1)
-    small = rng.randbytes(16 * KiB)
-    large = rng.randbytes(256 * KiB)
-    pieces = [rng.randbytes(100 * KiB) for _ in range(3)]
-    far = 5 * 1024**3  # past 4 GiB: a sparse file, offsets that need 64 bits
-    part = open_part(tmp_path)
-    part.write_at(0, small, None)
-    part.write_at(len(small), large, None)
-    chunks = Chunks()
-    for piece in pieces:
-        chunks.append(memoryview(piece))
-    part.write_chunks_at(far, chunks, None)
-    part.close()
+    files_written: dict[str, bytes] = {}
+    for name, size, durable in [
+        ("small.bin", 255 * KiB, False),
+        ("grouped.bin", 256 * KiB, False),
+        ("synced.bin", 512 * KiB, True),
+    ]:
+        data = files_written[name] = rng.randbytes(size)
+        part = PartFile(tmp_path, name, FolderGuard(tmp_path))
+        part.open(truncate=True)
+        chunks = Chunks()
+        chunks.append(memoryview(data[: size // 2]))
+        chunks.append(memoryview(data[size // 2 :]))
+        part.write_chunks_at(0, chunks, None)
+        finish(part, size, durable=durable)
+    assert started == [(0, 256 * KiB)]
+    assert (tmp_path / "grouped.bin.part").read_bytes() == files_written["grouped.bin"]
+    assert (tmp_path / "small.bin.part").read_bytes() == files_written["small.bin"]
+    assert (tmp_path / "synced.bin").read_bytes() == files_written["synced.bin"]
 
-    assert started == [(len(small), len(large)), (far, 300 * KiB)]
-    with open(part.part, "rb") as handle:
-        assert handle.read(len(small) + len(large)) == small + large
-        handle.seek(far)
-        assert handle.read() == b"".join(pieces)
+
+@linux_only
+def test_the_binding_passes_offsets_past_4_gib(tmp_path: Path) -> None:
+    """A sparse file written at 5 GiB: the real call accepts the 64-bit range (with a wrong
+    argument type, ctypes would refuse or truncate it)."""
+    assert files._SYNC_FILE_RANGE is not None
+    far = 5 * 1024**3
+    part = open_part(tmp_path)
+    part.write_at(far, b"x" * KiB, None)
+    assert part._fd is not None
+    assert files._SYNC_FILE_RANGE(part._fd, far, KiB, files._SYNC_FILE_RANGE_WRITE) == 0
+    part.close()
 
 
 @linux_only
@@ -78,8 +98,7 @@ def test_a_failed_writeback_start_is_not_an_error(
     data = random.Random(2).randbytes(512 * KiB)
     part = open_part(tmp_path)
     part.write_at(0, data, None)
-    part.sync()
-    part.close()
+    finish(part, len(data), durable=False)
     assert Path(part.part).read_bytes() == data
 
 
