@@ -27,7 +27,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,13 +309,7 @@ class _Run:
         is never abandoned: if the caller is cancelled, it still waits for the thread to finish,
         so a write or rename is never left half-done behind the state's back.
         """
-        future = asyncio.wrap_future(self.executor.submit(func, *args))
-        try:
-            return await asyncio.shield(future)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait([future])
-            raise
+        return await run_in_thread(self.executor, func, *args)
 
     def emit(self, event: ev.Event) -> None:
         if self.on_event is not None:
@@ -1125,6 +1119,24 @@ class _Run:
                 response.release()
             return
         raise RemoteLied(f"more than {_MAX_REDIRECTS} redirects from {redact_url(url)}")
+
+
+async def run_in_thread(executor: Executor, func: Callable[..., T], *args: object) -> T:
+    """``func(*args)`` in ``executor``, awaited; if the caller is cancelled, it still waits for
+    the call to end (a write or rename is never left running behind the caller's back), and
+    an error the call raised meanwhile is dropped in silence: the cancellation is what the
+    caller gets. (Unretrieved, asyncio would print it with a traceback when the future is
+    collected: seen when two files hit a full disk at once and the first error stopped the
+    run.)"""
+    future = asyncio.wrap_future(executor.submit(func, *args))
+    try:
+        return await asyncio.shield(future)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the caller's own exception goes on
+        raise
 
 
 def _is_public(path: str) -> bool:

@@ -182,6 +182,8 @@ def test_full_disk_exits_4_keeps_state_and_rerun_after_freeing_space_completes(
         for name in finished_first:
             assert len(server.stats(name).gets) == requests_first[name], f"{name} fetched again"
         # Unthrottled, the server may have pushed a whole file into the socket before the disk
-        # filled up, so this only bounds the re-fetch to the one file that was cut.
+        # filled up. And the one connection carries the next file's request as soon as a body
+        # is in, while that body is still being written: so up to two files were cut (the one
+        # whose write failed, and the next, received but not yet written).
         refetched = sum(server.bytes_sent(n) for n in names) - 3 * MiB
-        assert refetched <= 1 * MiB, refetched
+        assert refetched <= 2 * MiB, refetched
