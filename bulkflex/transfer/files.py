@@ -1,7 +1,7 @@
 """The ``.part`` file of one entry: positional writes, flushes, verification and the final rename.
 
-Every method here blocks; the engine calls them in its own thread pool with large
-batches (one hop per >= 1 MiB, or one hop for a whole small file), never per network chunk.
+Every method here blocks; the engine calls them in its own thread pool with large batches (one
+hop per >= 1 MiB, or one hop for a whole small file), never per network chunk.
 Hashing of a single stream happens in the same hop as the write, so bytes are touched once.
 
 Safety: parent folders are created under the destination and checked to resolve inside it (a
