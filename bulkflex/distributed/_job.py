@@ -339,9 +339,9 @@ def run_job(
         hosts = split_evenly(per_host, len(handles))
         conns = split_evenly(max(options.connections, per_host), len(handles))
         for handle, host_share, conn_share in zip(handles, hosts, conns, strict=True):
-            new = (host_share, max(host_share, conn_share))
-            if new[0] > caps[handle][0] or new[1] > caps[handle][1]:
-                new = (max(new[0], caps[handle][0]), max(new[1], caps[handle][1]))
+            old = caps[handle]  # a cap is never lowered
+            new = (max(host_share, old[0]), max(host_share, conn_share, old[1]))
+            if new != old:
                 caps[handle] = new
                 backend.widen(handle, *new)
 

@@ -274,9 +274,8 @@ class _Run:
         self.on_event = on_event
         self.credentials = credentials
         self.guard = FolderGuard(dest)
+        #: the caps (the global one, ``pacer.global_limit``, sets the number of workers)
         self.pacer = HostPacer(per_host=options.per_host, global_limit=options.connections)
-        #: the global cap, raised by :meth:`widen`
-        self.connections = options.connections
         self.rng = random.Random()
         self.refresh_lock = anyio.Lock()
         #: bytes gathered per write: never more than the flush window, or a kill loses more
@@ -305,9 +304,8 @@ class _Run:
         """Run blocking file work in the engine's own small thread pool.
 
         Plain asyncio here on purpose: this runs once or twice per file, and anyio's generic
-        ``to_thread`` costs several times more per call (measured on 2000 x 256 KiB). The call
-        is never abandoned: if the caller is cancelled, it still waits for the thread to finish,
-        so a write or rename is never left half-done behind the state's back.
+        ``to_thread`` costs several times more per call (measured on 2000 x 256 KiB). A
+        cancelled caller still waits for the call (see :func:`run_in_thread`).
         """
         return await run_in_thread(self.executor, func, *args)
 
@@ -319,12 +317,11 @@ class _Run:
         """Raise the caps while the run goes on (lower values are ignored) and start the
         workers the new connections need in ``workers``."""
         connections = max(connections, per_host)
+        added = connections - self.pacer.global_limit
         self.pacer.widen(per_host=per_host, global_limit=connections)
         self.client.max_idle_per_origin = max(self.client.max_idle_per_origin, connections)
-        added = connections - self.connections
         if added <= 0:
             return
-        self.connections = connections
         log.info("caps raised to %d per host, %d in all", self.pacer.per_host, connections)
         for _ in range(_WORKERS_PER_CONNECTION * added):
             workers.start_soon(self.work)
@@ -1284,7 +1281,7 @@ async def _pool(
                 # Twice as many workers as connections: a worker verifying and finishing a
                 # file holds no connection, and another one keeps that connection busy.
                 # Requests in flight stay capped by the host slots (HostPacer).
-                for _ in range(_WORKERS_PER_CONNECTION * run.connections):
+                for _ in range(_WORKERS_PER_CONNECTION * run.pacer.global_limit):
                     tg.start_soon(run.work)
                 if widen is not None:
                     outer.start_soon(follow, widen, tg)

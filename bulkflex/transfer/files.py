@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bulkflex.core.checksum import Checksum, Hasher
 from bulkflex.core.paths import PART_SUFFIX
@@ -39,7 +40,6 @@ __all__ = [
     "fsync_folders",
 ]
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 _HASH_BLOCK = 4 * 1024 * 1024
 _thread_buffers = threading.local()
 
@@ -374,35 +374,28 @@ class PartFile:
             os.close(fd)
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
+def _libc_function(name: str, *argtypes: Any) -> Any:
+    """The C library's ``name`` with these argument types (on Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        func: Callable[[int], int] = libc.syncfs
+        func = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
+    func.argtypes = list(argtypes)
+    func.restype = ctypes.c_int
     return func
 
 
-_SYNCFS = _load_syncfs() if sys.platform.startswith("linux") else None
-
+_SYNCFS: Callable[[int], int] | None = _libc_function("syncfs", ctypes.c_int)
+#: sync_file_range(fd, offset, nbytes, flags), 64-bit offsets
+_SYNC_FILE_RANGE: Callable[[int, int, int, int], int] | None = _libc_function(
+    "sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint
+)
 #: sync_file_range(2) flag: start writeback of dirty pages in the range, do not wait
 _SYNC_FILE_RANGE_WRITE = 2
 #: smaller files are left to the group commit's syncfs (see PartFile._start_writeback)
 _WRITEBACK_MIN = 256 * 1024
-
-
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    try:
-        func = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    func.restype = ctypes.c_int
-    loaded: Callable[[int, int, int, int], int] = func
-    return loaded
-
-
-_SYNC_FILE_RANGE = _load_sync_file_range() if sys.platform.startswith("linux") else None
 
 
 def finalize_batch(root: Path, files: list[tuple[Path, Path]]) -> None:

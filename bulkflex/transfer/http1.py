@@ -162,7 +162,6 @@ class _Body:
     __slots__ = (
         "complete",
         "conn",
-        "cut",
         "error",
         "on_received",
         "ready",
@@ -176,10 +175,9 @@ class _Body:
         self.conn: _Connection | None = conn
         self.ready: deque[memoryview] = deque()
         self.ready_bytes = 0
-        #: every byte the reader gets is in ``ready`` (or was read)
+        #: every byte the reader gets is in ``ready`` (or was read): the body's real end, or
+        #: the reader's limit
         self.complete = False
-        #: the body ended at the reader's limit, not at its real end
-        self.cut = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -343,12 +341,8 @@ class _Connection(asyncio.BufferedProtocol):
             self._retire_block()
             self._end_of_body()
             return
-        if body.error is None:
-            detail = f": {exc}" if exc else ""
-            if self._framing.kind is not BodyKind.CHUNKED:
-                self._retire_block()
-            body.error = ConnectionBroken(f"the connection broke mid-body{detail}")
-        body.wake()
+        detail = f": {exc}" if exc else ""
+        self._body_failed(ConnectionBroken(f"the connection broke mid-body{detail}"))
 
     # -- head --------------------------------------------------------------------------------
 
@@ -480,7 +474,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._paused = True
         body = self._body
         if body is not None:
-            body.complete = body.cut = True
+            body.complete = True
             body.wake()
 
     def _new_block(self) -> None:
@@ -516,14 +510,21 @@ class _Connection(asyncio.BufferedProtocol):
         if self._filled == len(self._block) or self._complete:
             self._block = None
 
-    def _fail(self, error: BaseException) -> None:
+    def _body_failed(self, error: BaseException) -> None:
+        """The body ends in ``error`` (the first one counts), after every byte that arrived.
+        Chunked pieces are handed out as they are decoded, and the block must stay: a decode
+        error lands here from inside buffer_updated, which goes on with it."""
         body = self._body
-        if body is not None and not body.complete:
-            if body.error is None:
-                if self._framing is not None and self._framing.kind is not BodyKind.CHUNKED:
-                    self._retire_block()  # bytes that did arrive come before the error
-                body.error = error
-            body.wake()
+        if body is None or body.complete:
+            return
+        if body.error is None:
+            if self._framing is not None and self._framing.kind is not BodyKind.CHUNKED:
+                self._retire_block()
+            body.error = error
+        body.wake()
+
+    def _fail(self, error: BaseException) -> None:
+        self._body_failed(error)
         if self._head_future is not None and not self._head_future.done():
             self._head_future.set_exception(error)
         self.abort()
@@ -547,12 +548,13 @@ class _Connection(asyncio.BufferedProtocol):
             return
         idle = self.loop.time() - self._last_data
         if idle >= self._client.read_timeout:
-            self._retire_block()  # bytes that did arrive come before the error
-            body.error = ReadTimeout(f"no data for {self._client.read_timeout:g}s")
-            body.wake()
+            self._body_failed(ReadTimeout(f"no data for {self._client.read_timeout:g}s"))
             return
         if self._unhanded():
             self._retire_block()
+            body.wake()
+            return
+        if body.complete:  # a wake-up was missed: never wait out the timeout for nothing
             body.wake()
             return
         delay = min(self._client.tick, self._client.read_timeout - idle)

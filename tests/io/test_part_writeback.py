@@ -20,8 +20,8 @@ linux_only = pytest.mark.skipif(
 )
 
 
-def open_part(root: Path) -> PartFile:
-    part = PartFile(root, "f.bin", FolderGuard(root))
+def open_part(root: Path, name: str = "f.bin") -> PartFile:
+    part = PartFile(root, name, FolderGuard(root))
     part.open(truncate=True)
     return part
 
@@ -63,8 +63,7 @@ def test_a_file_finished_for_the_group_commit_starts_its_writeback_from_256_kib(
         ("synced.bin", 512 * KiB, True),
     ]:
         data = files_written[name] = rng.randbytes(size)
-        part = PartFile(tmp_path, name, FolderGuard(tmp_path))
-        part.open(truncate=True)
+        part = open_part(tmp_path, name)
         chunks = Chunks()
         chunks.append(memoryview(data[: size // 2]))
         chunks.append(memoryview(data[size // 2 :]))
