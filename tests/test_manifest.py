@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import io
 import json
+import operator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bulkflex import manifest
 from bulkflex.errors import ManifestError, UsageError
-from bulkflex.manifest import ManifestEntry, ManifestWriter, read_manifest, write_manifest
+from bulkflex.manifest import (
+    ManifestEntry,
+    ManifestWriter,
+    _http_host,
+    manifest_hosts,
+    read_manifest,
+    write_manifest,
+)
 
 SHA = "1220" + "ab" * 32
 
@@ -201,3 +212,46 @@ def test_writer_is_atomic_on_error(tmp_path: Path) -> None:
         writer.write(ManifestEntry(url="https://h/b", path="b"))
     assert writer.count == 2
     assert [e.path for _, e in read_manifest(path)] == ["a", "b"]
+
+
+def _urlsplit_host(url: str) -> str | None:
+    parts = urlsplit(url)
+    return parts.hostname if parts.scheme in ("http", "https") and parts.hostname else None
+
+
+def _host_or_error(find: Callable[[str], str | None], url: str) -> tuple[str, str | None]:
+    try:
+        return "host", find(url)
+    except ValueError:
+        return "error", None
+
+
+# the characters urlsplit treats specially, around a few real starts
+_url_texts = st.builds(
+    operator.add,
+    st.sampled_from(["", "http://", "https://", "HTTP://", " http:", "ftp://", "http:/"]),
+    st.text(alphabet="hx1:/?#@[]%.\t\n -", max_size=16),
+)
+
+
+@settings(max_examples=2000)
+@given(_url_texts, st.text(alphabet="/?#a:[", max_size=6))
+def test_host_lookup_agrees_with_urlsplit_whatever_came_first(url: str, tail: str) -> None:
+    # the lookup keeps answers per scheme://authority prefix: a URL sharing another's prefix
+    # must get the answer urlsplit gives for the URL itself
+    expected = _host_or_error(_urlsplit_host, url)
+    _host_or_error(_http_host, url + tail)
+    assert _host_or_error(_http_host, url) == expected
+    manifest._HOSTS.clear()
+    assert _host_or_error(_http_host, url) == expected
+
+
+def test_hosts_scan_skips_a_line_whose_url_does_not_parse(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    lines = [
+        {"url": "http://[::1/a", "path": "a"},  # urlsplit raises: the engine reports the line
+        {"url": "https://data.example/b", "path": "b"},
+        {"url": "ftp://other.example/c", "path": "c"},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    assert manifest_hosts(path) == {"data.example"}

@@ -21,7 +21,12 @@ from pathlib import Path
 
 from bulkflex.core.paths import STATE_DIR
 from bulkflex.errors import ManifestError, disk_error
-from bulkflex.manifest import ManifestWriter, read_manifest, unreadable_manifest
+from bulkflex.manifest import (
+    ManifestWriter,
+    read_manifest,
+    read_manifest_lines,
+    unreadable_manifest,
+)
 
 __all__ = [
     "SHARDS_DIR",
@@ -152,7 +157,7 @@ def split_manifest(
                 stack.enter_context(ManifestWriter(shard_manifest_path(dest_path, i)))
                 for i in range(shards)
             ]
-            for line, entry in read_manifest(source):
+            for line, text, entry in read_manifest_lines(source):
                 digest = hashlib.blake2b(entry.path.encode("utf-8"), digest_size=8).digest()
                 key = int.from_bytes(digest, "big")
                 if key in seen:
@@ -163,7 +168,7 @@ def split_manifest(
                         )
                 seen.add(key)
                 index = key % shards
-                writers[index].write(entry)
+                writers[index].write_line(text)  # as the user wrote it: checked above
                 counts[index] += 1
                 size = sizes[index]
                 sizes[index] = None if size is None or entry.size is None else size + entry.size

@@ -128,8 +128,19 @@ def test_unsafe_path_stops_the_run_before_any_request(
         ('["http://127.0.0.1:9/a", "a.bin"]', "line is not a JSON object"),
         ('{"url": "http://127.0.0.1:9/a", "path": "a.bin", "checksum": "12"}', "bad checksum: "),
         ('{"url": "http://127.0.0.1:9/a", "path": "a.bin", "size": -1}', "'size' must be"),
+        # the token scope's scan of the hosts used to end here in a traceback
+        ('{"url": "http://[::1/a", "path": "a.bin"}', "'url' is not a valid URL (Invalid IPv6"),
+        ('{"url": "ftp://127.0.0.1/a", "path": "a.bin"}', "'url' is not an absolute http(s)"),
     ],
-    ids=["truncated-json", "no-url", "not-object", "bad-multihash", "negative-size"],
+    ids=[
+        "truncated-json",
+        "no-url",
+        "not-object",
+        "bad-multihash",
+        "negative-size",
+        "bad-ipv6-host",
+        "ftp-url",
+    ],
 )
 def test_malformed_manifest_line_stops_the_run_before_any_request(
     server: FaultServer, tmp_path: Path, line: str, problem: str
