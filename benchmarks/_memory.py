@@ -2,19 +2,25 @@
 #
 # On a VM whose balloon driver reports free pages to the host (Linux free page reporting, as
 # on this project's firecracker machines), memory the guest freed is handed back to the host a
-# moment later, and the next time the guest uses it, each page faults on the host first. Writing
-# 2 GiB to the page cache measured here: 0.4 s of sys time when the pages had been freed a moment
-# before, 2 to 3.5 s when they had been free for 5 s or more. Every tool writes its output to
-# the page cache, and the output of the previous run is deleted just before, so a tool's CPU
-# seconds and speed depended on how soon after the previous run it happened to start: the same
-# bulkflex command measured 338 and 701 MiB/s in two consecutive runs.
+# moment later, and the next time the guest uses it, each page faults on the host first. Every
+# tool writes its output to the page cache, and the output of the previous run is deleted just
+# before, so a tool's CPU seconds and speed depended on whether a report happened before or
+# during its run: the same bulkflex command measured 338 and 701 MiB/s in two consecutive runs.
 #
-# held_free_pages() removes that: while the benchmark runs, freed pages must stay free for 5
-# minutes before they are reported (the module's min_free_ms; 0 on this machine), and memory for
-# the largest workload is touched once up front, so every run finds its pages already backed.
-# The setting is put back when the benchmark ends, Ctrl-C and errors included (a SIGKILL of
-# the harness leaves it: write 0 to the parameter to undo). Without the module (bare
-# metal, other hypervisors) or without root this does nothing, and the report says which.
+# Measured with a plain loop of 1 MiB pwrites, 2 GiB into a preallocated file right after the
+# previous 2 GiB were deleted (sys seconds, 6 to 8 runs each):
+# - as the machine comes: 0.43 to 2.9; the slow runs are those during which about 780 MiB
+#   were reported;
+# - min_free_ms held at 5 minutes only: 0.40 to 4.2; reports still happened (417 MiB in 2 of
+#   8 runs): the module also reports once more than max_waiting_mib (1024 here) waits;
+# - both held: 0.38 to 0.53, and 0.40 to 0.84 with 4 s of idling before each write.
+#
+# held_free_pages() therefore holds both while the benchmark runs, and touches memory for the
+# largest workload once up front, so that every run finds its pages already backed. The
+# settings are put back when the benchmark ends, Ctrl-C and errors included (a SIGKILL of the
+# harness leaves them: write the values the report's notes give back to the parameters).
+# Without the module (bare metal, other hypervisors) or without root this does nothing, and
+# the report says which.
 
 from __future__ import annotations
 
@@ -25,8 +31,10 @@ from pathlib import Path
 
 __all__ = ["held_free_pages"]
 
-_PARAM = Path("/sys/module/page_reporting/parameters/min_free_ms")
-_HOLD_MS = 300_000  # the largest this module takes here is below 600 000
+_PARAMS = Path("/sys/module/page_reporting/parameters")
+#: parameter -> value while held: free pages wait 5 minutes (this module takes less than
+#: 600 000 here), and up to 64 GiB of them may wait
+_HOLD = {"min_free_ms": "300000", "max_waiting_mib": "65536"}
 _PAGE = 4096
 
 
@@ -46,29 +54,46 @@ def _touch(nbytes: int) -> None:
 @contextlib.contextmanager
 def held_free_pages(warm_bytes: int, notes: list[str]) -> Iterator[None]:
     """Hold free-page reporting off (and back ``warm_bytes`` of memory) for the block."""
-    try:
-        before = _PARAM.read_text().strip()
-    except OSError:
+    before: dict[str, str] = {}
+    for name in _HOLD:
+        with contextlib.suppress(OSError):
+            before[name] = (_PARAMS / name).read_text().strip()
+    if "min_free_ms" not in before:
         yield  # no free page reporting here: nothing to steady
         return
+    held: dict[str, str] = {}
     try:
-        _PARAM.write_text(str(_HOLD_MS))
+        for name, value in _HOLD.items():
+            if name in before:
+                (_PARAMS / name).write_text(value)
+                held[name] = before[name]
     except OSError as exc:
+        _put_back(held)
         notes.append(
-            f"free page reporting is on (min_free_ms {before}) and could not be held off "
+            f"free page reporting is on ({_describe(before)}) and could not be held off "
             f"({exc.strerror or exc}): CPU seconds and speeds of runs that write to the page "
             "cache vary with the host's page faults (see benchmarks/_memory.py)"
         )
         yield
         return
     notes.append(
-        f"free page reporting held off during the runs (min_free_ms {before} -> {_HOLD_MS}, "
-        f"put back after) and {warm_bytes / 2**30:.1f} GiB of memory touched first, so that no "
-        "run pays the host's page faults for memory an earlier run freed (benchmarks/_memory.py)"
+        f"free page reporting held off during the runs ({_describe(before)} -> "
+        f"{_describe({k: _HOLD[k] for k in held})}, put back after) and "
+        f"{warm_bytes / 2**30:.1f} GiB of memory touched first, so that no run pays the host's "
+        "page faults for memory an earlier run freed (benchmarks/_memory.py)"
     )
     try:
         _touch(warm_bytes)
         yield
     finally:
+        _put_back(held)
+
+
+def _put_back(values: dict[str, str]) -> None:
+    for name, value in values.items():
         with contextlib.suppress(OSError):
-            _PARAM.write_text(before)
+            (_PARAMS / name).write_text(value)
+
+
+def _describe(values: dict[str, str]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in values.items())

@@ -23,7 +23,6 @@ import hashlib
 import json
 import multiprocessing
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -212,4 +211,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
