@@ -273,10 +273,11 @@ class StateDB:
     def _upsert_entries(self, source: str, run: int, now: float) -> int:
         """Upsert every entry of ``source`` into ``run``; returns how many there are.
 
-        One ``executemany`` over the streamed entries: a Python-level ``execute`` per row cost
-        more than parsing the line (2000 lines: 7 ms against about 15). An upsert changes no
-        row only for a path listed twice in this run, so fewer changes than entries means a
-        duplicate: then the same is done again row by row, to name its line.
+        One ``executemany`` over the streamed entries rather than an ``execute`` a row: a
+        2000-line load took 33.7 ms of CPU against 37 (median of 30; parsing is most of it).
+        An upsert changes no row only for a path listed twice in this run, so fewer changes
+        than entries means a duplicate: then the same is done again row by row, to name its
+        line.
         """
         count = 0
 
