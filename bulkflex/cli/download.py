@@ -70,6 +70,14 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         help="split files of at least SIZE over several connections (default 32M)",
     )
     group.add_argument(
+        "--split-claim",
+        type=size,
+        default=defaults.split_claim,
+        metavar="SIZE",
+        help="the most one connection takes of a split file at a time: the connections work "
+        "through the file in order, so its checksum keeps up (default 64M)",
+    )
+    group.add_argument(
         "--retries",
         type=positive_int,
         default=defaults.retry.max_attempts - 1,
@@ -145,6 +153,7 @@ def options_from_args(args: argparse.Namespace) -> DownloadOptions:
         per_host=min(args.per_host, args.connections),
         connections_per_file=args.connections_per_file,
         split_min=args.split_min,
+        split_claim=args.split_claim,
         retry=replace(defaults.retry or RetryPolicy(), max_attempts=args.retries + 1),
         read_timeout_s=args.read_timeout,
         connect_timeout_s=args.connect_timeout,

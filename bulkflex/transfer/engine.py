@@ -126,6 +126,8 @@ class DownloadOptions:
         connections_per_file: connections one file may use when its server honours Range.
         split_min: files at least this big are split over several connections.
         split_piece: no connection takes less than this from another one (work stealing).
+        split_claim: the most one connection of a split file takes at a time (see
+            ``_Run._claim_size``).
         refresh_on_403: treat 403 like 401 (some servers answer 403 to an expired token).
     """
 
@@ -145,6 +147,7 @@ class DownloadOptions:
     connections_per_file: int = 4
     split_min: int = 32 * MiB
     split_piece: int = 4 * MiB
+    split_claim: int = 64 * MiB
     refresh_on_403: bool = False
     user_agent: str = "bulkflex"
 
@@ -202,7 +205,7 @@ class _Job:
     no_range: bool = False
     #: a split request was answered badly: use one connection for this file
     no_split: bool = False
-    #: end (exclusive) of the current request when it asked for a bounded first share
+    #: end (exclusive) of the current request when it asked for a bounded first claim
     request_end: int | None = None
     #: every durable byte range (a split file may have several; one stream uses the prefix)
     extents: Extents = field(default_factory=Extents)
@@ -523,12 +526,13 @@ class _Run:
             await self._restart(job, "the server cannot resume this file", changed=False)
         # A file worth splitting is asked for with a Range from byte 0: a 206 proves the server
         # serves ranges before a second connection relies on it. It asks only for its first
-        # share, so that no other connection has to cut this request short (bytes sent past a
-        # cut are wasted); a resumed file asks to the end, as its gaps may not be worth splitting.
+        # claim (see _claim_size), so that no other connection has to cut this request short
+        # (bytes sent past a cut are wasted); a resumed file asks to the end, as its gaps may not
+        # be worth splitting (if they are, it is cut at its first claim).
         splitting = self._may_split(job, job.row.size)
         ranged = job.offset > 0 or splitting
         job.request_end = (
-            self._first_share(job.row.size)
+            self._claim_size(job.row.size)
             if splitting and job.offset == 0 and job.row.size is not None
             else None
         )
@@ -654,10 +658,19 @@ class _Run:
 
     # -- several connections for one file ----------------------------------------------------
 
-    def _first_share(self, size: int) -> int:
-        """End of the first connection's share of a file about to be split: an even share,
-        aligned to a piece, never less than one piece."""
-        share = -(-size // self.options.connections_per_file)
+    def _claim_size(self, size: int) -> int:
+        """How much of a file about to be split one connection takes at a time: an even share
+        of the file, at most ``split_claim``, aligned to a piece, never less than one piece.
+
+        The cap makes the connections work through a big file in order, claim after claim,
+        rather than each through a quarter of it. The checksum is hashed in file order: with
+        quarters, only the first was hashed as it arrived, and the other three quarters were
+        read back and hashed after the last byte came in. On the WAN-like profile (4 x 512 MiB,
+        16 connections) that tail took 0.5 to 0.7 s of 6.5 to 7.0 s; with 64 MiB claims it
+        took 0.04 s and the runs 5.8 to 6.1 s. Each claim costs a request (a round trip): a
+        64 MiB claim lasts 2.6 s at 25 MiB/s.
+        """
+        share = min(-(-size // self.options.connections_per_file), self.options.split_claim)
         piece = self.options.split_piece
         return min(size, max(piece, -(-share // piece) * piece))
 
@@ -687,7 +700,7 @@ class _Run:
             total,
             written,
             min_piece=self.options.split_piece,
-            max_claim=self._first_share(total),
+            max_claim=self._claim_size(total),
         )
         split = _Split(job=job, plan=plan, flushed=written.total)
         if not job.opened:
@@ -697,6 +710,8 @@ class _Run:
         boundary = next(plan.written.gaps(total)).end if not plan.done() else total
         if job.request_end is not None:
             boundary = min(boundary, job.request_end)
+        if plan.max_claim is not None:  # a resumed file asked to the end: it is cut there
+            boundary = min(boundary, job.offset + plan.max_claim)
         primary = Claim(job.offset, boundary, job.offset)
         plan.claims.append(primary)
         try:

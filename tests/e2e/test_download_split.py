@@ -140,6 +140,27 @@ def test_split_file_arrives_exact_over_concurrent_bounded_ranges(
     assert stats.max_connected <= PER_FILE, log
 
 
+def test_connections_work_through_a_big_file_in_order_claim_by_claim(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    # two connections, a 16 MiB file: halves of 8 MiB each without --split-claim. With 4 MiB
+    # claims they take the file in four claims from the start, so the in-order checksum keeps
+    # up with the download instead of reading the second half back at the end
+    size = 16 * MiB
+    server.add_file("a.bin", size)
+    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
+    args = ("--split-min", "1M", "--connections-per-file", "2", "--split-claim", "4M", *FLUSH)
+    result = run_cli(*download_args(manifest, tmp_path / "d", *args), timeout=TIMEOUT)
+    assert result.returncode == 0, result.describe()
+    assert_files(tmp_path / "d", {"a.bin": server.content("a.bin")})
+    stats = server.stats("a.bin")
+    log = request_log(stats)
+    asked = [bounded(r) for r in sorted(stats.gets, key=lambda r: r.arrived)]
+    assert asked == [(0, 4 * MiB), (4 * MiB, 8 * MiB), (8 * MiB, 12 * MiB), (12 * MiB, size)], log
+    assert sum(r.bytes_sent for r in stats.gets) == size, log
+    assert stats.max_connected == 2, log
+
+
 @pytest.mark.parametrize(
     ("hosts", "cap", "limit"),
     [
