@@ -666,8 +666,8 @@ class _Run:
         rather than each through a quarter of it. The checksum is hashed in file order: with
         quarters, only the first was hashed as it arrived, and the other three quarters were
         read back and hashed after the last byte came in. On the WAN-like profile (4 x 512 MiB,
-        16 connections) that tail took 0.5 to 0.7 s of 6.5 to 7.0 s; with 64 MiB claims it
-        took 0.04 s and the runs 5.8 to 6.1 s. Each claim costs a request (a round trip): a
+        16 connections) that tail took 0.5 to 0.7 s of 6.2 to 7.0 s; with 64 MiB claims it
+        took 0.04 s and the runs 5.8 to 6.2 s. Each claim costs a request (a round trip): a
         64 MiB claim lasts 2.6 s at 25 MiB/s.
         """
         share = min(-(-size // self.options.connections_per_file), self.options.split_claim)
