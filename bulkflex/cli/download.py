@@ -75,7 +75,7 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.split_claim,
         metavar="SIZE",
         help="the most one connection takes of a split file at a time: the connections work "
-        "through the file in order, so its checksum keeps up (default 64M)",
+        "through the file in order, so its checksum keeps up (default 64M; at least 4M)",
     )
     group.add_argument(
         "--retries",
