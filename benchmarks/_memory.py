@@ -9,9 +9,9 @@
 #
 # Measured with a plain loop of 1 MiB pwrites, 2 GiB into a preallocated file right after the
 # previous 2 GiB were deleted (sys seconds, 6 to 8 runs each):
-# - as the machine comes: 0.43 to 2.9; the slow runs are those during which about 780 MiB
+# - as the machine comes: 0.43 to 2.9; the slow runs are those during which about 760 MiB
 #   were reported;
-# - min_free_ms held at 5 minutes only: 0.40 to 4.2; reports still happened (417 MiB in 2 of
+# - min_free_ms held at 5 minutes only: 0.40 to 4.2; reports still happened (408 MiB in 2 of
 #   8 runs): the module also reports once more than max_waiting_mib (1024 here) waits;
 # - both held: 0.38 to 0.53, and 0.40 to 0.84 with 4 s of idling before each write.
 #
