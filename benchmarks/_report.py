@@ -108,6 +108,9 @@ class KillResult:
     finished_rerun_bytes: int
     finished_rerun_exit: int
     note: str = ""
+    #: most requests in flight at once in the killed run: the connections at work. A kill can
+    #: land while some are between two requests, which "connections" (cut) does not count
+    in_flight: int = 0
 
     @property
     def refetched(self) -> int:
@@ -196,10 +199,11 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
             "| profile | files | uninterrupted s | uninterrupted served MiB | SIGKILL at s "
             "| served before kill MiB "
             "| served by rerun MiB | re-fetched MiB | requests cut by the kill "
-            "| re-fetched per cut request MiB "
+            "| re-fetched per cut request MiB | peak in flight "
+            "| re-fetched per request in flight MiB "
             "| flush window | rerun | rerun of finished job |"
         )
-        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
         for k in kills:
             rerun = (
                 "verified"
@@ -215,7 +219,8 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
                 f"| {k.full_wall:.2f} | {k.served_full / MiB:.1f} | {k.kill_after:.2f} "
                 f"| {k.served_killed / MiB:.1f} "
                 f"| {k.served_rerun / MiB:.1f} | {k.refetched / MiB:.1f} | {k.connections} "
-                f"| {k.refetched / MiB / max(k.connections, 1):.2f} | {k.flush_window} "
+                f"| {k.refetched / MiB / max(k.connections, 1):.2f} | {k.in_flight} "
+                f"| {k.refetched / MiB / max(k.in_flight, 1):.2f} | {k.flush_window} "
                 f"| {rerun} | {finished} |"
             )
         out.append("")

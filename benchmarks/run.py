@@ -281,6 +281,7 @@ def run_kill(
         finished_rerun_bytes=again.served_bytes,
         finished_rerun_exit=again.exit_code,
         note=note,
+        in_flight=killed.peak_in_flight,
     )
 
 
