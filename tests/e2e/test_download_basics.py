@@ -197,6 +197,22 @@ def test_duplicate_path_stops_the_run_before_any_request(
     assert server.total_requests == 0
 
 
+def test_manifest_of_comments_only_is_an_empty_job_and_the_next_one_loads(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    server.add_file("a.bin", 1000)
+    dest = tmp_path / "dest"
+    empty = write_manifest(tmp_path / "empty.jsonl", ["# nothing planned yet", ""])
+    result = run_cli(*download_args(empty, dest))
+    assert result.returncode == 0, result.describe()
+    assert "0 files: 0 downloaded, 0 failed" in result.stdout, result.describe()
+    assert server.total_requests == 0
+    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
+    result = run_cli(*download_args(manifest, dest))
+    assert result.returncode == 0, result.describe()
+    assert_files(dest, {"a.bin": server.content("a.bin")})
+
+
 @pytest.mark.parametrize("status", [404, 410])
 def test_not_found_fails_fast_with_one_request(
     server: FaultServer, tmp_path: Path, status: int
