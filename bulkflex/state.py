@@ -289,7 +289,7 @@ class StateDB:
 
         self._db.execute("SAVEPOINT load")
         changed = self._db.executemany(_UPSERT, rows()).rowcount
-        if changed == count or count == 0:  # no rows: some sqlite3 versions give rowcount -1
+        if changed == count or count == 0:  # no rows: the DB-API allows rowcount -1
             self._db.execute("RELEASE load")
             return count
         self._db.execute("ROLLBACK TO load")
