@@ -220,27 +220,32 @@ def _stac_asset_available() -> str | None:
     return None
 
 
-def bulkflex_manifest(ctx: Context) -> Path:
+def bulkflex_manifest(ctx: Context, *, checksums: bool = True) -> Path:
+    """The manifest bulkflex is given: every file's URL, path and size, and its sha2-256 as a
+    multihash unless ``checksums`` is False."""
     path = ctx.work / "manifest.jsonl"
     with open(path, "w") as f:
         for spec in ctx.files.files:
-            record = {
+            record: dict[str, str | int] = {
                 "url": ctx.url(spec.rel),
                 "path": spec.rel,
                 "size": spec.size,
-                "checksum": "1220" + spec.sha256,
             }
+            if checksums:
+                record["checksum"] = "1220" + spec.sha256
             f.write(json.dumps(record) + "\n")
     return path
 
 
-def _bulkflex(ctx: Context, connections: int = CONNECTIONS, per_file: int = 4) -> list[str]:
+def _bulkflex(
+    ctx: Context, connections: int = CONNECTIONS, per_file: int = 4, *, checksums: bool = True
+) -> list[str]:
     return [
         sys.executable,
         "-m",
         "bulkflex",
         "download",
-        str(bulkflex_manifest(ctx)),
+        str(bulkflex_manifest(ctx, checksums=checksums)),
         "-d",
         str(ctx.dest),
         "--no-progress",
@@ -256,6 +261,12 @@ def _bulkflex(ctx: Context, connections: int = CONNECTIONS, per_file: int = 4) -
 def _bulkflex_one_process(ctx: Context) -> list[str]:
     """bulkflex held to one process (its default on many files is one worker per core)."""
     return [*_bulkflex(ctx), "--processes", "1"]
+
+
+def _bulkflex_sizes_only(ctx: Context) -> list[str]:
+    """bulkflex given no checksums: it checks sizes and fsyncs as always, and hashes nothing,
+    like the peers. The difference to the ``bulkflex`` row is what sha256 verification costs."""
+    return _bulkflex(ctx, checksums=False)
 
 
 def _bulkflex_wide(ctx: Context) -> list[str]:
@@ -296,6 +307,15 @@ PEERS: tuple[Peer, ...] = (
         _bulkflex_one_process,
         bulkflex_available,
         workloads=frozenset({"small", "tiny"}),
+    ),
+    # the same engine given a manifest without checksums, so that it hashes nothing, like the
+    # peers: the difference to the first row is what verifying every byte costs; not a peer
+    Peer(
+        "bulkflex-sizes",
+        "bulkflex, sizes only (no sha256 in the manifest)",
+        _bulkflex_sizes_only,
+        bulkflex_available,
+        workloads=frozenset({"small", "large"}),
     ),
     Peer("aria2c", "aria2c -x16 -s16 -k1M -j16", _aria2c_tuned, _which("aria2c")),
     Peer("aria2c-default", "aria2c (defaults)", _aria2c_default, _which("aria2c")),
