@@ -21,10 +21,12 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _caches import CacheReset, cache_reset, run_quietly
 from _memory import held_free_pages
 from _peers import PEERS, Context, Peer, clean_env
 from _report import KillResult, Row, ToolRun, render, write_chart, write_json
@@ -157,11 +159,15 @@ def run_tool(
     timeout: float,
     kill_at_written: int | None = None,
     keep_dest: bool = False,
+    before: Callable[[Peer], None] | None = None,
 ) -> tuple[ToolRun, Path]:
-    """One measured run of ``peer`` into a fresh destination (unless ``keep_dest``)."""
+    """One measured run of ``peer`` into a fresh destination (unless ``keep_dest``);
+    ``before`` runs first, off the clock (the cache reset)."""
     dest = scratch / "dest"
     if not keep_dest:
         _fresh(dest)
+    if before is not None:
+        before(peer)
     work = _fresh(scratch / f"work-{peer.key}")
     ctx = Context(files=files, base_url=server.base_url, dest=dest, work=work)
     cmd = peer.build(ctx)
@@ -235,17 +241,25 @@ def _flush_window() -> str:
 
 
 def run_kill(
-    peer: Peer, files: FileSet, server: Server, scratch: Path, timeout: float, at: float
+    peer: Peer,
+    files: FileSet,
+    server: Server,
+    scratch: Path,
+    timeout: float,
+    at: float,
+    before: Callable[[Peer], None] | None = None,
 ) -> KillResult:
     """Uninterrupted run, then a run SIGKILLed once ``at`` of the bytes were written, then the
     same command again (must finish, verified), then once more (must fetch nothing)."""
     log(f"[kill/{server.profile}] uninterrupted run")
-    full, _ = run_tool(peer, files, server, scratch, timeout)
+    full, _ = run_tool(peer, files, server, scratch, timeout, before=before)
     log(f"  {_describe(full, files.total_bytes)}")
     threshold = int(files.total_bytes * at)
     log(f"[kill/{server.profile}] SIGKILL once {threshold / 2**20:.0f} MiB are written")
     offset = server.log_offset()
-    killed, _ = run_tool(peer, files, server, scratch, timeout, kill_at_written=threshold)
+    killed, _ = run_tool(
+        peer, files, server, scratch, timeout, kill_at_written=threshold, before=before
+    )
     sizes = {f"/{files.name}/{spec.rel}": spec.size for spec in files.files}
     cut = [
         e
@@ -256,9 +270,9 @@ def run_kill(
         f"  exit {killed.exit_code} at {killed.killed_at or killed.wall:.2f} s, server sent "
         f"{killed.served_bytes / 2**20:.1f} MiB, {len(cut)} requests cut"
     )
-    rerun, _ = run_tool(peer, files, server, scratch, timeout, keep_dest=True)
+    rerun, _ = run_tool(peer, files, server, scratch, timeout, keep_dest=True, before=before)
     log(f"[kill/{server.profile}] rerun: {_describe(rerun, files.total_bytes)}")
-    again, _ = run_tool(peer, files, server, scratch, timeout, keep_dest=True)
+    again, _ = run_tool(peer, files, server, scratch, timeout, keep_dest=True, before=before)
     log(f"[kill/{server.profile}] rerun of the finished job: {again.requests} data requests")
     note = ""
     if killed.killed_at is None:
@@ -288,6 +302,27 @@ def run_kill(
 # -- main ---------------------------------------------------------------------------------------
 
 
+def _reset_before(
+    args: argparse.Namespace, files: FileSet, server: Server
+) -> Callable[[Peer], None] | None:
+    """What runs before each measured run of ``files``: the cache reset of ``_caches.py``, with
+    the tool's warm-up on the one-file set; None when caches are not reset."""
+    reset: CacheReset | None = args.cache_reset
+    if reset is None:
+        return None
+    sources = [files.root / spec.rel for spec in files.files]
+    scratch: Path = args.scratch
+
+    def before(peer: Peer) -> None:
+        dest = _fresh(scratch / "warm-up-dest")
+        work = _fresh(scratch / "warm-up-work")
+        ctx = Context(files=args.warm_up_set, base_url=server.base_url, dest=dest, work=work)
+        cmd = peer.build(ctx)
+        reset(sources, lambda: run_quietly(cmd, cwd=work, env=clean_env(), dest=dest))
+
+    return before
+
+
 def run_workload(
     w: str,
     files: FileSet,
@@ -300,12 +335,13 @@ def run_workload(
 ) -> None:
     """Every tool on one file set with one server profile, ``args.repeat`` times (appends)."""
     scratch: Path = args.scratch
+    before = _reset_before(args, files, server)
     if w == "kill":
         bulkflex = next((p for p in peers if p.key == "bulkflex"), None)
         if bulkflex is None:
             notes.append("kill workload skipped: bulkflex not available")
             return
-        kills.append(run_kill(bulkflex, files, server, scratch, args.timeout, args.kill_at))
+        kills.append(run_kill(bulkflex, files, server, scratch, args.timeout, args.kill_at, before))
         return
     peers = [p for p in peers if p.workloads is None or w in p.workloads]
     group = {
@@ -316,7 +352,7 @@ def run_workload(
     for rep in range(args.repeat):
         shift = rep % max(len(peers), 1)
         for peer in peers[shift:] + peers[:shift]:
-            run, _ = run_tool(peer, files, server, scratch, args.timeout)
+            run, _ = run_tool(peer, files, server, scratch, args.timeout, before=before)
             group[peer.key].runs.append(run)
             log(
                 f"[{w}/{server.profile} {rep + 1}/{args.repeat}] {peer.label:32s} "
@@ -380,6 +416,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         dest="hold_memory",
         action="store_false",
         help="leave free page reporting as it is (see benchmarks/_memory.py)",
+    )
+    p.add_argument(
+        "--no-reset-caches",
+        dest="reset_caches",
+        action="store_false",
+        help="do not drop the page cache before each run (see benchmarks/_caches.py)",
     )
     p.add_argument("--cache", type=Path, default=HERE / ".data", help="generated files")
     p.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
@@ -445,6 +487,13 @@ def main(argv: list[str] | None = None) -> int:
         count, size = file_set_spec(w, args.quick)
         log(f"file set for {w}: {count} x {size} bytes (generated once, cached)")
         file_sets[w] = ensure_set(sets_root, count, size)
+    # each tool's warm-up before a run, after the caches are dropped (benchmarks/_caches.py)
+    args.warm_up_set = ensure_set(sets_root, 1, 16 * 1024)
+    if args.reset_caches:
+        args.cache_reset = cache_reset(notes)
+    else:
+        args.cache_reset = None
+        notes.append("kernel caches not reset between runs (--no-reset-caches)")
     server_kinds: list[str] = []
     versions = tool_versions()  # before the runs: the code measured, not the code at the end
     started = time.strftime("%Y-%m-%d %H:%M:%S")
