@@ -15,11 +15,18 @@
 # to 5.9 s after a drop. A tool's number depended on how many files the runs before it had
 # created, which is what the rotation of tools spread but could not remove.
 #
-# So, as root, before every measured run: sync, drop the clean page cache (this includes the
-# block device's cache), read the file set back in (the server then serves it from memory, as
-# it did before), and start the tool once on a one-file set (its binary, libraries or Python
-# modules come back in; the one file it writes is deleted again). Without root this does
-# nothing, and the report says so.
+# Only for sets of many files (benchmarks/run.py RESET_MIN_FILES): on 4 x 512 MiB, where a
+# run creates 4 files, the effect is nil, and a drop made some bulkflex runs slow instead: the
+# first run after a drop took 4.2 and 5.2 s against 2.6 to 2.8 s, its disk threads spending
+# 4.9 s of sys time instead of 1 (more of it in the page-cache copy of pwrite: fresh pages, it
+# seems, that the host had to back); a benchmark that reset caches before every run had 2
+# such runs of 3. The large files ran steadily without it (2.61 to 3.05 s).
+#
+# So, as root, before every measured run of a many-file set: sync, drop the clean page cache
+# (this includes the block device's cache), read the file set back in (the server then serves
+# it from memory, as it did before), and start the tool once on a one-file set (its binary,
+# libraries or Python modules come back in; the one file it writes is deleted again). Without
+# root this does nothing, and the report says so.
 
 from __future__ import annotations
 
@@ -57,7 +64,7 @@ class CacheReset:
                     pass
 
 
-def cache_reset(notes: list[str]) -> CacheReset | None:
+def cache_reset(notes: list[str], min_files: int) -> CacheReset | None:
     """A :class:`CacheReset` if this process may drop caches, else None (with a note why)."""
     try:
         os.sync()
@@ -69,9 +76,9 @@ def cache_reset(notes: list[str]) -> CacheReset | None:
         )
         return None
     notes.append(
-        "before each run: clean page cache dropped (echo 1 > /proc/sys/vm/drop_caches), the file "
-        "set read back in, and the tool started once on a one-file set, so that every run finds "
-        "the same caches (benchmarks/_caches.py)"
+        f"before each run of a set of {min_files}+ files: clean page cache dropped "
+        "(echo 1 > /proc/sys/vm/drop_caches), the file set read back in, and the tool started "
+        "once on a one-file set, so that every run finds the same caches (benchmarks/_caches.py)"
     )
     return CacheReset()
 

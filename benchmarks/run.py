@@ -41,6 +41,8 @@ REPO = HERE.parent
 #: GNU time, which gives each tool's own peak RSS (see bulkflex/bench/measure.py)
 _TIME = gnu_time()
 ALL_WORKLOADS = ("small", "large", "tiny", "kill")
+#: caches are reset only before runs of sets with this many files (see benchmarks/_caches.py)
+RESET_MIN_FILES = 1000
 
 
 def log(msg: str) -> None:
@@ -306,9 +308,10 @@ def _reset_before(
     args: argparse.Namespace, files: FileSet, server: Server
 ) -> Callable[[Peer], None] | None:
     """What runs before each measured run of ``files``: the cache reset of ``_caches.py``, with
-    the tool's warm-up on the one-file set; None when caches are not reset."""
+    the tool's warm-up on the one-file set; None when caches are not reset, or when the set has
+    too few files for the cache it resets to matter (see ``RESET_MIN_FILES``)."""
     reset: CacheReset | None = args.cache_reset
-    if reset is None:
+    if reset is None or len(files.files) < RESET_MIN_FILES:
         return None
     sources = [files.root / spec.rel for spec in files.files]
     scratch: Path = args.scratch
@@ -490,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     # each tool's warm-up before a run, after the caches are dropped (benchmarks/_caches.py)
     args.warm_up_set = ensure_set(sets_root, 1, 16 * 1024)
     if args.reset_caches:
-        args.cache_reset = cache_reset(notes)
+        args.cache_reset = cache_reset(notes, RESET_MIN_FILES)
     else:
         args.cache_reset = None
         notes.append("kernel caches not reset between runs (--no-reset-caches)")
