@@ -52,11 +52,13 @@ class CacheReset:
     def __call__(self, source: Iterable[Path], warm_up: Callable[[], None]) -> None:
         os.sync()
         _DROP.write_text("1\n")
-        self._read(source)
+        self.read_in(source)
         warm_up()
         os.sync()
 
-    def _read(self, files: Iterable[Path]) -> None:
+    def read_in(self, files: Iterable[Path]) -> None:
+        """Read ``files`` through the page cache (fast when they are in it already). Before the
+        runs of a set that is not reset: a drop for another set may have evicted it."""
         view = memoryview(self._buffer)
         for path in files:
             with open(path, "rb", buffering=0) as f:

@@ -308,12 +308,15 @@ def _reset_before(
     args: argparse.Namespace, files: FileSet, server: Server
 ) -> Callable[[Peer], None] | None:
     """What runs before each measured run of ``files``: the cache reset of ``_caches.py``, with
-    the tool's warm-up on the one-file set; None when caches are not reset, or when the set has
-    too few files for the cache it resets to matter (see ``RESET_MIN_FILES``)."""
+    the tool's warm-up on the one-file set; None when caches are not reset. A set with fewer
+    than ``RESET_MIN_FILES`` files is not reset, only read back in (a reset for another set may
+    have evicted it)."""
     reset: CacheReset | None = args.cache_reset
-    if reset is None or len(files.files) < RESET_MIN_FILES:
+    if reset is None:
         return None
     sources = [files.root / spec.rel for spec in files.files]
+    if len(files.files) < RESET_MIN_FILES:
+        return lambda peer: reset.read_in(sources)
     scratch: Path = args.scratch
 
     def before(peer: Peer) -> None:
