@@ -427,7 +427,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-reset-caches",
         dest="reset_caches",
         action="store_false",
-        help="do not drop the page cache before each run (see benchmarks/_caches.py)",
+        help="do not drop the page cache before runs of many-file sets (benchmarks/_caches.py)",
     )
     p.add_argument("--cache", type=Path, default=HERE / ".data", help="generated files")
     p.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
