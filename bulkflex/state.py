@@ -293,16 +293,14 @@ class StateDB:
             self._db.execute("RELEASE load")
             return count
         self._db.execute("ROLLBACK TO load")
-        for line, entry in read_manifest(source):
-            cursor = self._db.execute(
-                _UPSERT, (entry.path, entry.url, entry.size, entry.checksum, run, line, now)
-            )
-            if cursor.rowcount == 0:
+        for row in rows():
+            if self._db.execute(_UPSERT, row).rowcount == 0:
+                path, line = row[0], row[5]
                 first = self._db.execute(
-                    "SELECT line FROM entries WHERE path = ?", (entry.path,)
+                    "SELECT line FROM entries WHERE path = ?", (path,)
                 ).fetchone()
                 raise ManifestError(
-                    source, line, f"duplicate path {entry.path!r} (first on line {first['line']})"
+                    source, line, f"duplicate path {path!r} (first on line {first['line']})"
                 )
         raise UsageError(f"{source} changed while it was being read; run the command again")
 
