@@ -43,6 +43,12 @@ _DROP = Path("/proc/sys/vm/drop_caches")
 _BLOCK = 4 * 1024 * 1024
 
 
+def _drop() -> None:
+    """Write back dirty pages, then drop the clean page cache (the block device's included)."""
+    os.sync()
+    _DROP.write_text("1\n")
+
+
 class CacheReset:
     """Puts the kernel's caches in the same state before each run (see the module's notes)."""
 
@@ -50,8 +56,7 @@ class CacheReset:
         self._buffer = bytearray(_BLOCK)
 
     def __call__(self, source: Iterable[Path], warm_up: Callable[[], None]) -> None:
-        os.sync()
-        _DROP.write_text("1\n")
+        _drop()
         self.read_in(source)
         warm_up()
         os.sync()
@@ -69,8 +74,7 @@ class CacheReset:
 def cache_reset(notes: list[str], min_files: int) -> CacheReset | None:
     """A :class:`CacheReset` if this process may drop caches, else None (with a note why)."""
     try:
-        os.sync()
-        _DROP.write_text("1\n")
+        _drop()
     except OSError as exc:
         notes.append(
             f"kernel caches NOT reset between runs ({_DROP}: {exc.strerror or exc}): on many "
