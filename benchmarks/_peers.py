@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -220,6 +221,22 @@ def _stac_asset_available() -> str | None:
     return None
 
 
+def _then_sha256(build: Callable[[Context], list[str]]) -> Callable[[Context], list[str]]:
+    """``build``'s command, then the checksum pass a user would run after a tool that does not
+    verify (``_sha256_check.py``: hashlib, one thread a core), both on the clock."""
+
+    def command(ctx: Context) -> list[str]:
+        sums = ctx.work / "sha256sums.txt"
+        with open(sums, "w") as f:
+            for spec in ctx.files.files:
+                f.write(f"{spec.sha256}  {spec.rel}\n")
+        checker = Path(__file__).resolve().parent / "_sha256_check.py"
+        check = [sys.executable, str(checker), str(sums), str(ctx.dest)]
+        return ["sh", "-c", f"{shlex.join(build(ctx))} && exec {shlex.join(check)}"]
+
+    return command
+
+
 def bulkflex_manifest(ctx: Context, *, checksums: bool = True) -> Path:
     """The manifest bulkflex is given: every file's URL, path and size, and its sha2-256 as a
     multihash unless ``checksums`` is False."""
@@ -329,6 +346,22 @@ PEERS: tuple[Peer, ...] = (
         default=False,
     ),
     Peer("rclone", "rclone --transfers 16 --mts 8", _rclone, _which("rclone")),
+    # the two fastest peers on the unthrottled rows, followed by a sha256 pass over their files:
+    # what a user who wants bulkflex's verification gets from them; not a peer for "best peer"
+    Peer(
+        "curl+sha256",
+        "curl --parallel 16, then sha256",
+        _then_sha256(_curl),
+        _which("curl"),
+        workloads=frozenset({"small", "large"}),
+    ),
+    Peer(
+        "rclone+sha256",
+        "rclone, then sha256",
+        _then_sha256(_rclone),
+        _which("rclone"),
+        workloads=frozenset({"small", "large"}),
+    ),
     Peer("wget", "wget -i", _wget, _which("wget")),
     Peer("stac-asset", "stac-asset (16 concurrent)", _stac_asset, _stac_asset_available),
     Peer("requests", "requests loop", _requests_loop, lambda: None),
