@@ -16,7 +16,19 @@
 # - both held: 0.38 to 0.53, and 0.40 to 0.84 with 4 s of idling before each write.
 #
 # held_free_pages() therefore holds both while the benchmark runs, and touches memory for the
-# largest workload once up front, so that every run finds its pages already backed. The
+# largest workload once up front, so that runs find their pages already backed.
+#
+# What the hold cannot do: min_free_ms only delays a report (this module takes less than
+# 600 000), so a page that stays free for 5 minutes is still reported. The cache resets of the
+# many-file sets (benchmarks/_caches.py) free the other sets' cached files, and a set run later
+# gets pages back that were reported meanwhile. Measured with a report forced by hand
+# (min_free_ms 1000 for 6 s) right after the previous output was deleted, bulkflex on
+# 4 x 512 MiB: 5.02 and 5.46 s, its disk threads at 5.1 to 6.0 s of sys time (the page-cache
+# copy of pwrite), against 2.42 to 2.68 s and 0.8 to 1.1 s in the runs around them. Any tool
+# meets it: in one report the sizes-only bulkflex row had a run of 2.87 s against 1.87 s, and
+# "rclone, then sha256" one of 5.13 CPU seconds against 4.26. Touching 5 to 6 GiB again before
+# a run made it 2.57 to 2.84 s, but each touch took 6 to 14 s (3 GiB did not help), so it is
+# not done per run; the median of 3 and the rotation of tools spread what is left. The
 # settings are put back when the benchmark ends, Ctrl-C and errors included (a SIGKILL of the
 # harness leaves them: write the values the report's notes give back to the parameters).
 # Without the module (bare metal, other hypervisors) or without root this does nothing, and
@@ -79,8 +91,9 @@ def held_free_pages(warm_bytes: int, notes: list[str]) -> Iterator[None]:
     notes.append(
         f"free page reporting held off during the runs ({_describe(before)} -> "
         f"{_describe({k: _HOLD[k] for k in held})}, put back after) and "
-        f"{warm_bytes / 2**30:.1f} GiB of memory touched first, so that no run pays the host's "
-        "page faults for memory an earlier run freed (benchmarks/_memory.py)"
+        f"{warm_bytes / 2**30:.1f} GiB of memory touched first, so that runs find their pages "
+        "backed; a page left free for longer than min_free_ms is still reported and faults on "
+        "the host when a later run uses it (benchmarks/_memory.py)"
     )
     try:
         _touch(warm_bytes)
