@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from _report import CHECKED_AFTER
 from _workloads import FileSet
 
 import bulkflex.bench
@@ -349,14 +350,14 @@ PEERS: tuple[Peer, ...] = (
     # the two fastest peers on the unthrottled rows, followed by a sha256 pass over their files:
     # what a user who wants bulkflex's verification gets from them; not a peer for "best peer"
     Peer(
-        "curl+sha256",
+        f"curl{CHECKED_AFTER}",
         "curl --parallel 16, then sha256",
         _then_sha256(_curl),
         _which("curl"),
         workloads=frozenset({"small", "large"}),
     ),
     Peer(
-        "rclone+sha256",
+        f"rclone{CHECKED_AFTER}",
         "rclone, then sha256",
         _then_sha256(_rclone),
         _which("rclone"),

@@ -192,7 +192,7 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
             best = checked[0]
             out += [
                 "",
-                f"bulkflex / best peer followed by a sha256 pass ({best.label}, "
+                f"bulkflex / best row with a sha256 pass after the download ({best.label}, "
                 f"{_fmt(best.mib_s())} MiB/s): **{_ratio(ref_speed, best.mib_s())}**",
             ]
         variants = [r for r in ordered if r.tool.startswith("bulkflex-") and r.mib_s()]
