@@ -28,7 +28,7 @@
 # meets it: in one report the sizes-only bulkflex row had a run of 2.87 s against 1.87 s, and
 # "rclone, then sha256" one of 5.13 CPU seconds against 4.26. Touching 5 to 6 GiB again before
 # a run made it 2.57 to 2.84 s, but each touch took 6 to 14 s (3 GiB did not help), so it is
-# not done per run; the median of 3 and the rotation of tools spread what is left. The
+# not done per run; the median of 3 and the shuffled order of tools spread what is left. The
 # settings are put back when the benchmark ends, Ctrl-C and errors included (a SIGKILL of the
 # harness leaves them: write the values the report's notes give back to the parameters).
 # Without the module (bare metal, other hypervisors) or without root this does nothing, and
