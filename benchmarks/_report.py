@@ -181,20 +181,17 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
         measured = [r for r in ordered if not r.tool.startswith("bulkflex") and r.mib_s()]
         peers = [r for r in measured if not r.tool.endswith(CHECKED_AFTER)]
         checked = [r for r in measured if r.tool.endswith(CHECKED_AFTER)]
-        if ref_speed is not None and peers:
-            best = peers[0]
-            out += [
-                "",
-                f"bulkflex / best peer ({best.label}, {_fmt(best.mib_s())} MiB/s): "
-                f"**{_ratio(ref_speed, best.mib_s())}**",
-            ]
-        if ref_speed is not None and checked:
-            best = checked[0]
-            out += [
-                "",
-                f"bulkflex / best row with a sha256 pass after the download ({best.label}, "
-                f"{_fmt(best.mib_s())} MiB/s): **{_ratio(ref_speed, best.mib_s())}**",
-            ]
+        for against, candidates in (
+            ("best peer", peers),
+            ("best row with a sha256 pass after the download", checked),
+        ):
+            if ref_speed is not None and candidates:
+                best = candidates[0]
+                out += [
+                    "",
+                    f"bulkflex / {against} ({best.label}, {_fmt(best.mib_s())} MiB/s): "
+                    f"**{_ratio(ref_speed, best.mib_s())}**",
+                ]
         variants = [r for r in ordered if r.tool.startswith("bulkflex-") and r.mib_s()]
         for variant in variants if peers else []:
             best = peers[0]
