@@ -15,6 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from _sha256_check import sha256_hex
+
 __all__ = ["WORKLOADS", "FileSet", "FileSpec", "ensure_set", "file_set_spec", "verify_tree"]
 
 PER_DIR = 100
@@ -101,14 +103,6 @@ def _ensure_locked(cache: Path, name: str, count: int, size: int) -> FileSet:
     return FileSet(name, root, tuple(specs))
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 * MiB):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_tree(dest: Path, files: tuple[FileSpec, ...]) -> list[str]:
     """Check every expected file under ``dest``; return one problem line per bad file.
 
@@ -125,6 +119,6 @@ def verify_tree(dest: Path, files: tuple[FileSpec, ...]) -> list[str]:
             continue
         if size != spec.size:
             problems.append(f"{spec.rel}: size {size}, expected {spec.size}")
-        elif _sha256_file(path) != spec.sha256:
+        elif sha256_hex(path) != spec.sha256:
             problems.append(f"{spec.rel}: sha256 mismatch")
     return problems
