@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from _report import CHECKED_AFTER
+from _report import CHECKED_AFTER, SYNCED_AFTER
 from _workloads import FileSet
 
 import bulkflex.bench
@@ -46,6 +46,8 @@ class Peer:
     default: bool = True  # part of a run without --tools
     #: the workloads it runs on (None: all)
     workloads: frozenset[str] | None = None
+    #: the server profiles it runs on (None: all)
+    profiles: frozenset[str] | None = None
 
 
 def clean_env() -> dict[str, str]:
@@ -222,9 +224,13 @@ def _stac_asset_available() -> str | None:
     return None
 
 
-def _then_sha256(build: Callable[[Context], list[str]]) -> Callable[[Context], list[str]]:
+def _then_check(
+    build: Callable[[Context], list[str]], *, sync: bool = False
+) -> Callable[[Context], list[str]]:
     """``build``'s command, then the checksum pass a user would run after a tool that does not
-    verify (``_sha256_check.py``: hashlib, one thread a core), both on the clock."""
+    verify (``_sha256_check.py``: hashlib, one thread a core), all on the clock. With ``sync``,
+    then ``sync -f DEST`` (one syncfs of the destination's file system): every byte verified
+    and on disk, the guarantee bulkflex gives when it exits."""
 
     def command(ctx: Context) -> list[str]:
         sums = ctx.work / "sha256sums.txt"
@@ -232,8 +238,11 @@ def _then_sha256(build: Callable[[Context], list[str]]) -> Callable[[Context], l
             for spec in ctx.files.files:
                 f.write(f"{spec.sha256}  {spec.rel}\n")
         checker = Path(__file__).resolve().parent / "_sha256_check.py"
-        check = [sys.executable, str(checker), str(sums), str(ctx.dest)]
-        return ["sh", "-c", f"{shlex.join(build(ctx))} && exec {shlex.join(check)}"]
+        steps = [build(ctx), [sys.executable, str(checker), str(sums), str(ctx.dest)]]
+        if sync:
+            steps.append(["sync", "-f", str(ctx.dest)])
+        *first, last = (shlex.join(step) for step in steps)
+        return ["sh", "-c", " && ".join([*first, f"exec {last}"])]
 
     return command
 
@@ -352,16 +361,35 @@ PEERS: tuple[Peer, ...] = (
     Peer(
         f"curl{CHECKED_AFTER}",
         "curl --parallel 16, then sha256",
-        _then_sha256(_curl),
+        _then_check(_curl),
         _which("curl"),
         workloads=frozenset({"small", "large"}),
     ),
     Peer(
         f"rclone{CHECKED_AFTER}",
         "rclone, then sha256",
-        _then_sha256(_rclone),
+        _then_check(_rclone),
         _which("rclone"),
         workloads=frozenset({"small", "large"}),
+    ),
+    # ... and then a sync: bulkflex's whole guarantee (verified, and on disk when it exits).
+    # Unthrottled only: there the disk and the CPU are the limits, on the WAN-like rows the
+    # network is, whatever a tool does after it
+    Peer(
+        f"curl{SYNCED_AFTER}",
+        "curl --parallel 16, then sha256 and sync",
+        _then_check(_curl, sync=True),
+        _which("curl"),
+        workloads=frozenset({"small", "large"}),
+        profiles=frozenset({"unthrottled"}),
+    ),
+    Peer(
+        f"rclone{SYNCED_AFTER}",
+        "rclone, then sha256 and sync",
+        _then_check(_rclone, sync=True),
+        _which("rclone"),
+        workloads=frozenset({"small", "large"}),
+        profiles=frozenset({"unthrottled"}),
     ),
     Peer("wget", "wget -i", _wget, _which("wget")),
     Peer("stac-asset", "stac-asset (16 concurrent)", _stac_asset, _stac_asset_available),

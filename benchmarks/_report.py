@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KillResult", "Row", "ToolRun", "render", "write_chart"]
+__all__ = ["CHECKED_AFTER", "SYNCED_AFTER", "KillResult", "Row", "ToolRun", "render", "write_chart"]
 
 MiB = 1024 * 1024
 #: key suffix of the rows that run a peer, then a sha256 pass over its files (_peers.py)
 CHECKED_AFTER = "+sha256"
+#: ... and of those that sync the destination's file system after that pass
+SYNCED_AFTER = CHECKED_AFTER + "+sync"
 GiB = 1024 * MiB
 
 
@@ -179,11 +181,18 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
                 f"| {row.status()} |"
             )
         measured = [r for r in ordered if not r.tool.startswith("bulkflex") and r.mib_s()]
-        peers = [r for r in measured if not r.tool.endswith(CHECKED_AFTER)]
-        checked = [r for r in measured if r.tool.endswith(CHECKED_AFTER)]
+        peers = [r for r in measured if CHECKED_AFTER not in r.tool]
         for against, candidates in (
             ("best peer", peers),
-            ("best row with a sha256 pass after the download", checked),
+            (
+                "best row with a sha256 pass after the download",
+                [r for r in measured if r.tool.endswith(CHECKED_AFTER)],
+            ),
+            (
+                "best row with a sha256 pass and a sync after the download "
+                "(bulkflex's guarantee: every byte verified and on disk)",
+                [r for r in measured if r.tool.endswith(SYNCED_AFTER)],
+            ),
         ):
             if ref_speed is not None and candidates:
                 best = candidates[0]

@@ -350,7 +350,12 @@ def run_workload(
             return
         kills.append(run_kill(bulkflex, files, server, scratch, args.timeout, args.kill_at, before))
         return
-    peers = [p for p in peers if p.workloads is None or w in p.workloads]
+    peers = [
+        p
+        for p in peers
+        if (p.workloads is None or w in p.workloads)
+        and (p.profiles is None or server.profile in p.profiles)
+    ]
     group = {
         p.key: Row(w, server.profile, p.key, p.label, len(files.files), files.total_bytes)
         for p in peers
