@@ -247,6 +247,20 @@ def _then_check(
     return command
 
 
+def _checked(name: str, label: str, build: Callable[[Context], list[str]], *, sync: bool) -> Peer:
+    """The row for ``name`` (a tool on PATH) followed by :func:`_then_check`. With a sync it runs
+    on the unthrottled profile only: there the disk and the CPU are the limits; on the WAN-like
+    rows the network is, whatever a tool does after it."""
+    return Peer(
+        name + (SYNCED_AFTER if sync else CHECKED_AFTER),
+        f"{label}, then sha256" + (" and sync" if sync else ""),
+        _then_check(build, sync=sync),
+        _which(name),
+        workloads=frozenset({"small", "large"}),
+        profiles=frozenset({"unthrottled"}) if sync else None,
+    )
+
+
 def bulkflex_manifest(ctx: Context, *, checksums: bool = True) -> Path:
     """The manifest bulkflex is given: every file's URL, path and size, and its sha2-256 as a
     multihash unless ``checksums`` is False."""
@@ -356,40 +370,16 @@ PEERS: tuple[Peer, ...] = (
         default=False,
     ),
     Peer("rclone", "rclone --transfers 16 --mts 8", _rclone, _which("rclone")),
-    # the two fastest peers on the unthrottled rows, followed by a sha256 pass over their files:
-    # what a user who wants bulkflex's verification gets from them; not a peer for "best peer"
-    Peer(
-        f"curl{CHECKED_AFTER}",
-        "curl --parallel 16, then sha256",
-        _then_check(_curl),
-        _which("curl"),
-        workloads=frozenset({"small", "large"}),
-    ),
-    Peer(
-        f"rclone{CHECKED_AFTER}",
-        "rclone, then sha256",
-        _then_check(_rclone),
-        _which("rclone"),
-        workloads=frozenset({"small", "large"}),
-    ),
-    # ... and then a sync: bulkflex's whole guarantee (verified, and on disk when it exits).
-    # Unthrottled only: there the disk and the CPU are the limits, on the WAN-like rows the
-    # network is, whatever a tool does after it
-    Peer(
-        f"curl{SYNCED_AFTER}",
-        "curl --parallel 16, then sha256 and sync",
-        _then_check(_curl, sync=True),
-        _which("curl"),
-        workloads=frozenset({"small", "large"}),
-        profiles=frozenset({"unthrottled"}),
-    ),
-    Peer(
-        f"rclone{SYNCED_AFTER}",
-        "rclone, then sha256 and sync",
-        _then_check(_rclone, sync=True),
-        _which("rclone"),
-        workloads=frozenset({"small", "large"}),
-        profiles=frozenset({"unthrottled"}),
+    # the two fastest peers on the unthrottled rows, followed by a sha256 pass over their files
+    # (what a user who wants bulkflex's verification gets from them), and by that pass and a
+    # sync (bulkflex's whole guarantee); not peers for "best peer"
+    *(
+        _checked(name, label, build, sync=sync)
+        for sync in (False, True)
+        for name, label, build in (
+            ("curl", "curl --parallel 16", _curl),
+            ("rclone", "rclone", _rclone),
+        )
     ),
     Peer("wget", "wget -i", _wget, _which("wget")),
     Peer("stac-asset", "stac-asset (16 concurrent)", _stac_asset, _stac_asset_available),
