@@ -60,7 +60,7 @@ class BenchOptions:
     """What to run.
 
     Attributes:
-        workload: a :data:`WORKLOADS` name (its label in the report).
+        workload: the set's label in the report: a :data:`WORKLOADS` name, or ``custom``.
         files, size: the file set; ``size`` may be 0 (empty files).
         tools: keys of :data:`bulkflex.bench.tools.TOOLS`, in report order; duplicates ignored.
         repeat: runs per tool (the report shows medians); at least 1.

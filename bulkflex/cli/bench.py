@@ -56,7 +56,6 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--workload",
         choices=list(WORKLOADS),
-        default="small",
         help=f"file set: {sets} (default small)",
     )
     parser.add_argument(
@@ -98,9 +97,12 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    count, each = WORKLOADS[args.workload]
+    workload = args.workload or "small"
+    count, each = WORKLOADS[workload]
+    if args.workload is None and (args.files, args.size) != (None, None):
+        workload = "custom"  # --files/--size alone: the report does not name a workload
     options = BenchOptions(
-        workload=args.workload,
+        workload=workload,
         files=args.files if args.files is not None else count,
         size=args.size if args.size is not None else each,
         tools=args.tools,

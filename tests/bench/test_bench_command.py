@@ -69,6 +69,8 @@ def test_a_missing_peer_is_reported_and_skipped(tmp_path: Path) -> None:
     done = bench("--files", "3", "--size", "64K", "--tools", "bulkflex,curl,aria2c", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "bulkflex bench: skipping curl --parallel 16: curl not installed" in done.stderr
+    # --files and --size alone: a set of no workload, named as such
+    assert "## bulkflex bench: custom, 3 × 64 KiB (192 KiB), unthrottled" in done.stdout
     assert list(table_rows(done.stdout)) == ["bulkflex"]
     assert (
         "Missing (not run): curl --parallel 16 (curl not installed); "
