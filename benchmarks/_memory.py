@@ -7,32 +7,24 @@
 # before, so a tool's CPU seconds and speed depended on whether a report happened before or
 # during its run: the same bulkflex command measured 338 and 701 MiB/s in two consecutive runs.
 #
-# Measured with a plain loop of 1 MiB pwrites, 2 GiB into a preallocated file right after the
-# previous 2 GiB were deleted (sys seconds, 6 to 8 runs each):
-# - as the machine comes: 0.43 to 2.9; the slow runs are those during which about 760 MiB
-#   were reported;
-# - min_free_ms held at 5 minutes only: 0.40 to 4.2; reports still happened (408 MiB in 2 of
-#   8 runs): the module also reports once more than max_waiting_mib (1024 here) waits;
-# - both held: 0.38 to 0.53, and 0.40 to 0.84 with 4 s of idling before each write.
-#
-# held_free_pages() therefore holds both while the benchmark runs, and touches memory for the
-# largest workload once up front, so that runs find their pages already backed.
-#
-# What the hold cannot do: min_free_ms only delays a report (this module takes less than
-# 600 000), so a page that stays free for 5 minutes is still reported. The cache resets of the
-# many-file sets (benchmarks/_caches.py) free the other sets' cached files, and a set run later
-# gets pages back that were reported meanwhile. Measured with a report forced by hand
-# (min_free_ms 1000 for 6 s) right after the previous output was deleted, bulkflex on
-# 4 x 512 MiB: 5.02 and 5.46 s, its disk threads at 5.1 to 6.0 s of sys time (the page-cache
-# copy of pwrite), against 2.42 to 2.68 s and 0.8 to 1.1 s in the runs around them. Any tool
-# meets it: in one report the sizes-only bulkflex row had a run of 2.87 s against 1.87 s, and
-# "rclone, then sha256" one of 5.13 CPU seconds against 4.26. Touching 5 to 6 GiB again before
-# a run made it 2.57 to 2.84 s, but each touch took 6 to 14 s (3 GiB did not help), so it is
-# not done per run; the median of 3 and the shuffled order of tools spread what is left. The
-# settings are put back when the benchmark ends, Ctrl-C and errors included (a SIGKILL of the
-# harness leaves them: write the values the report's notes give back to the parameters).
-# Without the module (bare metal, other hypervisors) or without root this does nothing, and
-# the report says which.
+# held_free_pages() switches reporting off while the benchmark runs and puts it back after:
+# - page_reporting_order is set to the number of page orders (11 here: orders 0 to 10). Only
+#   free blocks of at least that order are reported, and there are none. Measured on
+#   4 x 512 MiB: a report forced right after the previous output was deleted (min_free_ms
+#   1000 for 8 s) handed 1984 and 1320 MiB to the host at order 9, and the next bulkflex run
+#   took 4.56 and 5.22 s (5.3 and 6.2 s of sys time, the page-cache copy of pwrite faulting
+#   on the host), against 2.49 to 2.83 s around them; at order 11 the same forced report
+#   handed back 0 MiB and the next run took 2.56 and 2.84 s (1.8 and 1.9 s of sys time).
+# - Where the kernel refuses that order (upstream caps it at the largest order), reporting is
+#   only held back: min_free_ms at 5 minutes and max_waiting_mib at 64 GiB. That delays a
+#   report but does not prevent it (the module takes less than 600 000 ms), so a page left
+#   free for longer is still reported and a later run pays for it; the report says which of
+#   the two was done.
+# Memory for the largest workload is also touched once up front, so that pages reported
+# before the benchmark started are backed again. The settings are put back when the
+# benchmark ends, Ctrl-C and errors included (a SIGKILL of the harness leaves them: write the
+# values the report's notes give back to the parameters). Without the module (bare metal,
+# other hypervisors) or without root this does nothing, and the report says which.
 
 from __future__ import annotations
 
@@ -47,7 +39,21 @@ _PARAMS = Path("/sys/module/page_reporting/parameters")
 #: parameter -> value while held: free pages wait 5 minutes (this module takes less than
 #: 600 000 here), and up to 64 GiB of them may wait
 _HOLD = {"min_free_ms": "300000", "max_waiting_mib": "65536"}
+#: reports only free blocks of at least this order
+_ORDER = "page_reporting_order"
 _PAGE = 4096
+
+
+def _page_orders() -> int | None:
+    """How many page orders the kernel has (orders 0 to N-1), from /proc/pagetypeinfo."""
+    try:
+        with open("/proc/pagetypeinfo") as f:
+            for line in f:
+                if line.startswith("Free pages count per migrate type at order"):
+                    return len(line.split("order", 1)[1].split())
+    except OSError:
+        pass
+    return None
 
 
 def _touch(nbytes: int) -> None:
@@ -65,22 +71,23 @@ def _touch(nbytes: int) -> None:
 
 @contextlib.contextmanager
 def held_free_pages(warm_bytes: int, notes: list[str]) -> Iterator[None]:
-    """Hold free-page reporting off (and back ``warm_bytes`` of memory) for the block."""
+    """Switch free-page reporting off, or hold it back, for the block (and back ``warm_bytes``
+    of memory first)."""
     before: dict[str, str] = {}
-    for name in _HOLD:
+    for name in (*_HOLD, _ORDER):
         with contextlib.suppress(OSError):
             before[name] = (_PARAMS / name).read_text().strip()
     if "min_free_ms" not in before:
         yield  # no free page reporting here: nothing to steady
         return
-    held: dict[str, str] = {}
+    changed: dict[str, str] = {}  # parameter -> value to put back
     try:
         for name, value in _HOLD.items():
             if name in before:
                 (_PARAMS / name).write_text(value)
-                held[name] = before[name]
+                changed[name] = before[name]
     except OSError as exc:
-        _put_back(held)
+        _put_back(changed)
         notes.append(
             f"free page reporting is on ({_describe(before)}) and could not be held off "
             f"({exc.strerror or exc}): CPU seconds and speeds of runs that write to the page "
@@ -88,18 +95,33 @@ def held_free_pages(warm_bytes: int, notes: list[str]) -> Iterator[None]:
         )
         yield
         return
-    notes.append(
-        f"free page reporting held off during the runs ({_describe(before)} -> "
-        f"{_describe({k: _HOLD[k] for k in held})}, put back after) and "
-        f"{warm_bytes / 2**30:.1f} GiB of memory touched first, so that runs find their pages "
-        "backed; a page left free for longer than min_free_ms is still reported and faults on "
-        "the host when a later run uses it (benchmarks/_memory.py)"
-    )
+    orders = _page_orders()
+    if orders is not None and _ORDER in before:
+        try:
+            (_PARAMS / _ORDER).write_text(str(orders))
+            changed[_ORDER] = before[_ORDER]
+        except OSError:
+            pass  # upstream kernels cap it at the largest order: holding back is all we have
+    now = {name: (_PARAMS / name).read_text().strip() for name in changed}
+    warmed = f"{warm_bytes / 2**30:.1f} GiB of memory touched first"
+    if _ORDER in changed:
+        notes.append(
+            f"free page reporting switched off during the runs ({_describe(before)} -> "
+            f"{_describe(now)}, put back after: no free block is of order {orders} or more) "
+            f"and {warmed}, so that runs find their pages backed (benchmarks/_memory.py)"
+        )
+    else:
+        notes.append(
+            f"free page reporting held off during the runs ({_describe(before)} -> "
+            f"{_describe(now)}, put back after) and {warmed}, so that runs find their pages "
+            "backed; a page left free for longer than min_free_ms is still reported and "
+            "faults on the host when a later run uses it (benchmarks/_memory.py)"
+        )
     try:
         _touch(warm_bytes)
         yield
     finally:
-        _put_back(held)
+        _put_back(changed)
 
 
 def _put_back(values: dict[str, str]) -> None:
