@@ -53,7 +53,7 @@ def test_reporting_is_off_inside_and_as_it_was_after() -> None:
     takes = _kernel_takes_order(orders)
     before = _values()
     notes: list[str] = []
-    with held_free_pages(0, notes):
+    with held_free_pages(0, notes, back_all=False):
         inside = _values()
     assert _values() == before
     assert (inside["min_free_ms"], inside["max_waiting_mib"]) == ("300000", "65536")
@@ -70,7 +70,7 @@ def test_settings_are_put_back_when_the_block_raises() -> None:
     from _memory import held_free_pages
 
     before = _values()
-    with pytest.raises(RuntimeError, match="a run failed"), held_free_pages(0, []):
+    with pytest.raises(RuntimeError, match="a run failed"), held_free_pages(0, [], back_all=False):
         assert _values() != before
         raise RuntimeError("a run failed")
     assert _values() == before
