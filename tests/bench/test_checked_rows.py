@@ -8,24 +8,12 @@ from __future__ import annotations
 import hashlib
 import shlex
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _harness_on_path() -> Iterator[None]:
-    """The harness's modules import each other as top-level modules, as ``run.py`` does."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+pytestmark = pytest.mark.usefixtures("harness_on_path")
 
 
 def _context(tmp_path: Path, files: dict[str, bytes]) -> Any:

@@ -5,28 +5,19 @@ only where the VM's ``page_reporting`` module is there and writable (root)."""
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 PARAMS = Path("/sys/module/page_reporting/parameters")
 NAMES = ("min_free_ms", "max_waiting_mib", "page_reporting_order")
 
-pytestmark = pytest.mark.skipif(
-    not os.access(PARAMS / "min_free_ms", os.W_OK), reason="no writable page_reporting module"
-)
-
-
-@pytest.fixture(autouse=True)
-def _harness_on_path() -> Iterator[None]:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+pytestmark = [
+    pytest.mark.skipif(
+        not os.access(PARAMS / "min_free_ms", os.W_OK), reason="no writable page_reporting module"
+    ),
+    pytest.mark.usefixtures("harness_on_path"),
+]
 
 
 def _values() -> dict[str, str]:
