@@ -49,28 +49,28 @@ _PAGE = 4096
 _SPARE = 2**30
 
 
+def _proc_field(path: str, label: str) -> list[str] | None:
+    """The words after ``label`` on the first line of ``path`` that starts with it."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(label):
+                    return line[len(label) :].split()
+    except OSError:
+        pass
+    return None
+
+
 def _free_bytes() -> int:
     """MemFree of /proc/meminfo in bytes (0 when unknown)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemFree:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    words = _proc_field("/proc/meminfo", "MemFree:")  # "23276540 kB"
+    return int(words[0]) * 1024 if words and words[0].isdigit() else 0
 
 
 def _page_orders() -> int | None:
     """How many page orders the kernel has (orders 0 to N-1), from /proc/pagetypeinfo."""
-    try:
-        with open("/proc/pagetypeinfo") as f:
-            for line in f:
-                if line.startswith("Free pages count per migrate type at order"):
-                    return len(line.split("order", 1)[1].split())
-    except OSError:
-        pass
-    return None
+    words = _proc_field("/proc/pagetypeinfo", "Free pages count per migrate type at order")
+    return len(words) if words else None
 
 
 def _touch(nbytes: int) -> None:
