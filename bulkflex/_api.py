@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bulkflex.auth import Credentials, TokenOptions, credentials_from_options
 from bulkflex.manifest import manifest_hosts
+from bulkflex.state import no_trace_if_rejected
 from bulkflex.transfer import DownloadOptions, Summary, run_download
 from bulkflex.transfer.events import EventCallback
 
@@ -62,6 +63,19 @@ def download(
         )
     if token is not None and token.refresh_on_403:
         settings = replace(settings, refresh_on_403=True)
+    with no_trace_if_rejected(dest):
+        return _dispatch(manifest, dest, client, processes, settings, credentials, on_event)
+
+
+def _dispatch(
+    manifest: str,
+    dest: str,
+    client: distributed.Client | None,
+    processes: int | None,
+    settings: DownloadOptions,
+    credentials: Credentials,
+    on_event: EventCallback | None,
+) -> Summary:
     if client is not None:
         from bulkflex.distributed import download_on_cluster
 

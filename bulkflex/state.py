@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from bulkflex.core.ranges import Extents
 from bulkflex.errors import DestinationError, ManifestError, StateError, UsageError
 from bulkflex.manifest import read_manifest
 
-__all__ = ["EntryRow", "StateDB", "StatusCounts", "state_path"]
+__all__ = ["EntryRow", "StateDB", "StatusCounts", "no_trace_if_rejected", "state_path"]
 
 SCHEMA_VERSION = 1
 
@@ -90,6 +92,36 @@ DEFAULT_STATE_NAME = "state.sqlite"
 def state_path(dest: str | os.PathLike[str], name: str = DEFAULT_STATE_NAME) -> Path:
     """``DEST/.bulkflex/<name>``; shards of a distributed run use names of their own."""
     return Path(dest) / STATE_DIR / name
+
+
+@contextmanager
+def no_trace_if_rejected(dest: str | os.PathLike[str]) -> Iterator[None]:
+    """A destination bulkflex never used keeps nothing of a run whose manifest is rejected.
+
+    The state folder is made (and the destination with it) before the manifest is read, since
+    the manifest streams straight into the database or the shard files. When a line then turns
+    out malformed (:class:`ManifestError`), what this run made is removed again: the state
+    folder if there was none, and the destination and its parents if they did not exist (each
+    only while empty). A destination that had state is not touched: loading is one
+    transaction, and shard files are replaced only once the whole manifest read well.
+    """
+    dest_path = Path(dest)
+    state_dir = dest_path / STATE_DIR
+    had_state = os.path.lexists(state_dir)
+    missing = []  # folders this run may create, innermost first
+    for folder in (dest_path, *dest_path.parents):
+        if os.path.lexists(folder):
+            break
+        missing.append(folder)
+    try:
+        yield
+    except ManifestError:
+        if not had_state:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        for folder in missing:
+            with suppress(OSError):  # not empty: something else was put there meanwhile
+                folder.rmdir()
+        raise
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 from pathlib import Path
+
+import pytest
 
 import bulkflex
 
@@ -83,3 +86,14 @@ def test_download_from_python_in_worker_processes(tmp_path: Path) -> None:
         assert again.files_done == 0 and again.files_skipped == 60
         assert not (state / "state.sqlite").exists()
         assert all(len(server.stats(f"f{i}.bin").gets) == 1 for i in range(60))
+
+
+def test_download_from_python_of_a_bad_manifest_raises_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"url": "http://127.0.0.1:9/a", "path": "a"}\n{"url": 1}\n')
+    for processes in (1, 2):
+        with pytest.raises(bulkflex.ManifestError, match=f"^{re.escape(str(manifest))}:2: "):
+            bulkflex.download(manifest, tmp_path / "d", processes=processes)
+        assert not (tmp_path / "d").exists()

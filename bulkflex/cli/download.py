@@ -29,6 +29,7 @@ from bulkflex.cli._args import human_bytes, positive_float, positive_int, size
 from bulkflex.core.retry import RetryPolicy, StallRule
 from bulkflex.errors import UsageError
 from bulkflex.manifest import manifest_hosts
+from bulkflex.state import no_trace_if_rejected
 from bulkflex.transfer import DownloadOptions, Summary, run_download
 from bulkflex.transfer import events as ev
 
@@ -338,33 +339,14 @@ def execute(
     log_file = open(log_json, "a", encoding="utf-8") if log_json else None  # noqa: SIM115
     reporter = _Reporter(progress, log_file)
     try:
-        if dask:
-            from bulkflex.cli._dask import run_on_cluster  # the dask extra is only needed here
-
-            summary = run_on_cluster(
-                dask, manifest, dest, options, credentials=credentials, on_event=reporter
-            )
-        elif workers:
-            from bulkflex.distributed import download_in_processes
-
-            stop = threading.Event()
-            with _signals_set(stop):
-                summary = download_in_processes(
-                    manifest,
-                    dest,
-                    workers,
-                    options,
-                    credentials=credentials,
-                    on_event=reporter,
-                    stop=stop,
-                    use_uvloop=use_uvloop,
-                )
-        else:
-            summary = run_download(
+        with no_trace_if_rejected(dest):
+            summary = _dispatch(
                 manifest,
                 dest,
                 options,
-                on_event=reporter,
+                workers=workers,
+                dask=dask,
+                reporter=reporter,
                 credentials=credentials,
                 use_uvloop=use_uvloop,
             )
@@ -376,6 +358,44 @@ def execute(
     if summary.interrupted:
         return _exit.INTERRUPTED
     return _exit.OK if summary.ok else _exit.FAILED
+
+
+def _dispatch(
+    manifest: Path | str,
+    dest: Path | str,
+    options: DownloadOptions,
+    *,
+    workers: int,
+    dask: str | None,
+    reporter: _Reporter,
+    credentials: AuthCredentials | None,
+    use_uvloop: bool,
+) -> Summary:
+    """One process, local worker processes, or a Dask cluster, as :func:`execute` chose."""
+    if dask:
+        from bulkflex.cli._dask import run_on_cluster  # the dask extra is only needed here
+
+        return run_on_cluster(
+            dask, manifest, dest, options, credentials=credentials, on_event=reporter
+        )
+    if workers:
+        from bulkflex.distributed import download_in_processes
+
+        stop = threading.Event()
+        with _signals_set(stop):
+            return download_in_processes(
+                manifest,
+                dest,
+                workers,
+                options,
+                credentials=credentials,
+                on_event=reporter,
+                stop=stop,
+                use_uvloop=use_uvloop,
+            )
+    return run_download(
+        manifest, dest, options, on_event=reporter, credentials=credentials, use_uvloop=use_uvloop
+    )
 
 
 def print_summary(summary: Summary, dest: Path | str) -> None:

@@ -197,6 +197,58 @@ def test_duplicate_path_stops_the_run_before_any_request(
     assert server.total_requests == 0
 
 
+@pytest.mark.parametrize("processes", [["--processes", "1"], ["--processes", "2"]])
+@pytest.mark.parametrize("dest_was", ["missing", "empty-folder"])
+def test_rejected_manifest_leaves_a_new_destination_as_it_was(
+    server: FaultServer, tmp_path: Path, processes: list[str], dest_was: str
+) -> None:
+    # the state folder is made before the manifest streams into it: it used to stay behind
+    server.add_file("a.bin", 1000)
+    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin"), "{not json"])
+    dest = tmp_path / "new" / "deeper" / "dest"
+    if dest_was == "empty-folder":
+        dest.mkdir(parents=True)
+    result = run_cli(*download_args(manifest, dest), *processes)
+    assert result.returncode == 2, result.describe()
+    assert result.stderr_lines[0].startswith(f"bulkflex: error: {manifest}:2: not valid JSON")
+    if dest_was == "missing":
+        assert not (tmp_path / "new").exists()
+    else:
+        assert list(dest.iterdir()) == []
+    assert server.total_requests == 0
+    fixed = write_manifest(tmp_path / "m.jsonl", [entry(server, "a.bin")])
+    result = run_cli(*download_args(fixed, dest), *processes)
+    assert result.returncode == 0, result.describe()
+    assert_files(dest, {"a.bin": server.content("a.bin")})
+
+
+@pytest.mark.parametrize("processes", [["--processes", "1"], ["--processes", "2"]])
+def test_rejected_manifest_changes_nothing_of_an_earlier_run(
+    server: FaultServer, tmp_path: Path, processes: list[str]
+) -> None:
+    names = [f"f{i}.bin" for i in range(4)]
+    for name in names:
+        server.add_file(name, 3000)
+    manifest = write_manifest(tmp_path / "m.jsonl", [entry(server, name) for name in names])
+    dest = tmp_path / "dest"
+    assert run_cli(*download_args(manifest, dest), *processes).returncode == 0
+    state = {p.relative_to(dest): p.stat().st_size for p in (dest / ".bulkflex").rglob("*")}
+    before = server.total_requests
+    # the next manifest drops two entries and breaks on its last line
+    bad = write_manifest(
+        tmp_path / "bad.jsonl", [entry(server, "f0.bin"), entry(server, "f1.bin"), "[]"]
+    )
+    result = run_cli(*download_args(bad, dest), *processes)
+    assert result.returncode == 2, result.describe()
+    assert result.stderr_lines[0].startswith(f"bulkflex: error: {bad}:3: "), result.describe()
+    assert_files(dest, {name: server.content(name) for name in names})
+    assert state.keys() <= {p.relative_to(dest) for p in (dest / ".bulkflex").rglob("*")}
+    result = run_cli(*download_args(manifest, dest), *processes)
+    assert result.returncode == 0, result.describe()
+    assert "4 files: 0 downloaded, 4 already complete, 0 failed" in result.stdout
+    assert server.total_requests == before
+
+
 def test_manifest_of_comments_only_is_an_empty_job_and_the_next_one_loads(
     server: FaultServer, tmp_path: Path
 ) -> None:
