@@ -24,15 +24,19 @@
 # reporting off, all free memory but 1 GiB is touched once up front (21 GiB here, in about a
 # minute when the host had it all back), and stays backed for the whole benchmark; with the
 # hold only, memory for the largest workload is (more would be reported again). The settings
-# are put back when the benchmark ends, Ctrl-C and errors included (a SIGKILL of the harness
-# leaves them: write the values the report's notes give back to the parameters). Without the
-# module (bare metal, other hypervisors) or without root this does nothing, and the report
-# says which.
+# are put back when the benchmark ends, Ctrl-C and errors included. The values found are
+# written to a record file (benchmarks/.data/page_reporting.json) before anything is changed,
+# and removed once they are back: a harness killed with SIGKILL leaves the record, and the
+# next benchmark writes those values back before it starts (its report says so), so the
+# machine's own settings are never lost. Without the module (bare metal, other hypervisors)
+# or without root this does nothing, and the report says which.
 
 from __future__ import annotations
 
 import contextlib
+import json
 import mmap
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +51,8 @@ _ORDER = "page_reporting_order"
 _PAGE = 4096
 #: free memory left untouched when all of it is backed up front
 _SPARE = 2**30
+#: the parameters' values before the benchmark changed them, while they are changed
+RECORD = Path(__file__).resolve().parent / ".data" / "page_reporting.json"
 
 
 def _proc_field(path: str, label: str) -> list[str] | None:
@@ -86,17 +92,58 @@ def _touch(nbytes: int) -> None:
             view.release()
 
 
+def _left_by_a_killed_run(record: Path, notes: list[str]) -> None:
+    """Write back the values a harness killed inside the block recorded, and forget them."""
+    try:
+        left = json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        notes.append(f"{_shown(record)} is unreadable ({exc}); its values were not put back")
+        return
+    values = {name: str(value) for name, value in left.items() if name in (*_HOLD, _ORDER)}
+    if not _put_back(values, record):
+        notes.append(
+            f"the values {_shown(record)} holds could not be put back: {_describe(values)}"
+        )
+        return
+    notes.append(
+        f"free page reporting was left changed by a benchmark that did not end "
+        f"({_shown(record)}): "
+        f"put back to {_describe(values)} first"
+    )
+
+
+def _write_record(record: Path, values: dict[str, str]) -> None:
+    record.parent.mkdir(parents=True, exist_ok=True)
+    temporary = record.with_name(f".{record.name}.tmp")
+    temporary.write_text(json.dumps(values) + "\n", encoding="utf-8")
+    os.replace(temporary, record)
+
+
 @contextlib.contextmanager
-def held_free_pages(warm_bytes: int, notes: list[str], *, back_all: bool = True) -> Iterator[None]:
+def held_free_pages(
+    warm_bytes: int, notes: list[str], *, back_all: bool = True, record: Path = RECORD
+) -> Iterator[None]:
     """Switch free-page reporting off, or hold it back, for the block, and back ``warm_bytes``
-    of memory first: all free memory but ``_SPARE`` when reporting is off and ``back_all``."""
+    of memory first: all free memory but ``_SPARE`` when reporting is off and ``back_all``.
+    The values found stay in ``record`` while they are changed (see the top of the module)."""
+    if not (_PARAMS / "min_free_ms").exists():
+        yield  # no free page reporting here: nothing to steady
+        return
+    _left_by_a_killed_run(record, notes)
     before: dict[str, str] = {}
     for name in (*_HOLD, _ORDER):
         with contextlib.suppress(OSError):
             before[name] = (_PARAMS / name).read_text().strip()
-    if "min_free_ms" not in before:
-        yield  # no free page reporting here: nothing to steady
-        return
+    try:
+        _write_record(record, before)
+    except OSError as exc:
+        notes.append(
+            f"cannot write {_shown(record)} ({exc.strerror or exc}): a benchmark killed with "
+            "SIGKILL would leave free page reporting changed; the values to put back: "
+            f"{_describe(before)}"
+        )
     changed: dict[str, str] = {}  # parameter -> value to put back
     try:
         for name, value in _HOLD.items():
@@ -104,7 +151,7 @@ def held_free_pages(warm_bytes: int, notes: list[str], *, back_all: bool = True)
                 (_PARAMS / name).write_text(value)
                 changed[name] = before[name]
     except OSError as exc:
-        _put_back(changed)
+        _put_back(changed, record)
         notes.append(
             f"free page reporting is on ({_describe(before)}) and could not be held off "
             f"({exc.strerror or exc}): CPU seconds and speeds of runs that write to the page "
@@ -142,13 +189,25 @@ def held_free_pages(warm_bytes: int, notes: list[str], *, back_all: bool = True)
         _touch(warm_bytes)
         yield
     finally:
-        _put_back(changed)
+        _put_back(changed, record)
 
 
-def _put_back(values: dict[str, str]) -> None:
+def _put_back(values: dict[str, str], record: Path) -> bool:
+    """Write ``values`` to the parameters; once all are, ``record`` is no longer needed."""
+    done = True
     for name, value in values.items():
-        with contextlib.suppress(OSError):
+        try:
             (_PARAMS / name).write_text(value)
+        except OSError:
+            done = False
+    if done:
+        record.unlink(missing_ok=True)
+    return done
+
+
+def _shown(record: Path) -> str:
+    """The record's path as a report may print it: relative to the repository when it is ours."""
+    return "benchmarks/.data/page_reporting.json" if record == RECORD else str(record)
 
 
 def _describe(values: dict[str, str]) -> str:

@@ -4,7 +4,11 @@ only where the VM's ``page_reporting`` module is there and writable (root)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +69,49 @@ def test_settings_are_put_back_when_the_block_raises() -> None:
         assert _values() != before
         raise RuntimeError("a run failed")
     assert _values() == before
+
+
+def test_a_benchmark_killed_inside_is_undone_by_the_next(
+    tmp_path: Path, harness_on_path: Path
+) -> None:
+    from _memory import held_free_pages
+
+    record = tmp_path / "page_reporting.json"
+    before = _values()
+    with subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THEN_SLEEP, str(harness_on_path), str(record)],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "inside\n"
+            assert json.loads(record.read_text()) == before
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+            left = _values()
+            assert left["min_free_ms"] == "300000", left  # the kill left them changed
+            notes: list[str] = []
+            with held_free_pages(0, notes, back_all=False, record=record):
+                assert json.loads(record.read_text()) == before  # the true values, not the left
+            assert _values() == before
+            assert not record.exists()
+            assert notes[0] == (
+                "free page reporting was left changed by a benchmark that did not end "
+                f"({record}): put back to {', '.join(f'{k} {v}' for k, v in before.items())} first"
+            )
+        finally:
+            child.kill()
+            for name, value in before.items():
+                (PARAMS / name).write_text(value)
+
+
+_HOLD_THEN_SLEEP = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from _memory import held_free_pages
+with held_free_pages(0, [], back_all=False, record=Path(sys.argv[2])):
+    print("inside", flush=True)
+    time.sleep(60)
+"""
