@@ -18,12 +18,15 @@ No secret is ever stored: tokens travel in headers, never in URLs bulkflex write
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +34,27 @@ from typing import Any
 
 from bulkflex.core.paths import STATE_DIR
 from bulkflex.core.ranges import Extents
-from bulkflex.errors import DestinationError, ManifestError, StateError, UsageError
+from bulkflex.errors import (
+    BulkflexError,
+    DestinationError,
+    ManifestError,
+    StateError,
+    UsageError,
+    disk_error,
+)
 from bulkflex.manifest import read_manifest
 
-__all__ = ["EntryRow", "StateDB", "StatusCounts", "no_trace_if_rejected", "state_path"]
+__all__ = [
+    "EntryRow",
+    "ExclusiveLock",
+    "StateDB",
+    "StatusCounts",
+    "destination_lock",
+    "no_trace_if_rejected",
+    "state_path",
+]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -92,6 +112,88 @@ DEFAULT_STATE_NAME = "state.sqlite"
 def state_path(dest: str | os.PathLike[str], name: str = DEFAULT_STATE_NAME) -> Path:
     """``DEST/.bulkflex/<name>``; shards of a distributed run use names of their own."""
     return Path(dest) / STATE_DIR / name
+
+
+class ExclusiveLock:
+    """An exclusive ``flock`` on ``path`` (made if needed) for a ``with`` block.
+
+    The kernel drops a flock with the last descriptor of its holder, so a killed run never
+    leaves a stale lock, and worker processes forked while it is held keep it until they end.
+    The holder writes its pid into the file; whoever finds the lock taken gets ``busy(holder)``
+    raised ("pid 1234", or "" when unknown), after polling for ``timeout_s`` seconds. Where the
+    file system has no flock (some network mounts), the block runs unlocked, with a warning.
+    """
+
+    def __init__(
+        self, path: Path, busy: Callable[[str], BulkflexError], *, timeout_s: float = 0.0
+    ) -> None:
+        self.path = path
+        self.busy = busy
+        self.timeout_s = timeout_s
+        self._fd: int | None = None
+
+    def __enter__(self) -> ExclusiveLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise disk_error(exc, exc.filename or self.path) from exc
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _holder(fd)
+                    os.close(fd)
+                    raise self.busy(holder) from None
+                time.sleep(0.2)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    os.close(fd)
+                    raise disk_error(exc, self.path) from exc
+                log.warning(
+                    "cannot lock %s (%s): make sure no other bulkflex run writes there",
+                    self.path,
+                    exc.strerror,
+                )
+                break
+        with suppress(OSError):  # only for the message of a run that finds it taken
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock (forked workers may still hold it)
+            self._fd = None
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f"pid {text}" if text.isdigit() else ""
+
+
+def destination_lock(dest: str | os.PathLike[str]) -> ExclusiveLock:
+    """The lock of a run of ``dest`` on this machine: ``DEST/.bulkflex/lock``.
+
+    A second run on the same destination would write the same ``.part`` files and state rows
+    as the first: it stops at once instead, exit 4, naming the run that holds the lock.
+    """
+
+    def busy(holder: str) -> DestinationError:
+        by = f" ({holder})" if holder else ""
+        return DestinationError(
+            f"{os.fspath(dest)} is in use by another bulkflex download{by}: let it finish, "
+            "or stop it and run the same command again"
+        )
+
+    return ExclusiveLock(Path(dest) / STATE_DIR / "lock", busy)
 
 
 @contextmanager

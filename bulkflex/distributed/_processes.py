@@ -46,6 +46,7 @@ from bulkflex.auth import Credentials
 from bulkflex.distributed._auth import TokenState
 from bulkflex.distributed._job import Outcome, run_job
 from bulkflex.distributed._shard import JobNames, ShardLink, ShardTask, run_shard_locked
+from bulkflex.state import destination_lock
 from bulkflex.transfer import DownloadOptions, Summary
 from bulkflex.transfer import events as ev
 
@@ -352,9 +353,12 @@ def download_in_processes(
     Raises:
         ManifestError: a malformed manifest (nothing was started).
         DestinationError, AuthError, StateError: a shard hit it; the others saved progress.
+        DestinationError: another run holds ``dest``'s lock (nothing was started).
         ClusterError: a worker process died or a shard crashed.
     """
-    with ProcessPool(processes, use_uvloop=use_uvloop) as pool:
+    # taken before the workers start: forked ones share it, so even when this process is
+    # killed, no second run enters the destination until they are gone too
+    with destination_lock(dest), ProcessPool(processes, use_uvloop=use_uvloop) as pool:
         return run_job(
             pool,
             manifest,

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import math
-import os
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +32,7 @@ from bulkflex.core.paths import STATE_DIR
 from bulkflex.distributed._auth import ClusterCredentials, TokenState
 from bulkflex.distributed._shards import shard_state_name
 from bulkflex.errors import BulkflexError, StateError
+from bulkflex.state import ExclusiveLock
 from bulkflex.transfer import DownloadOptions, Summary, download_async
 from bulkflex.transfer import events as ev
 from bulkflex.transfer.engine import first_error
@@ -126,39 +124,6 @@ class ShardLink:
     watch_s: float = 0.5
 
 
-class _ShardLock:
-    """Exclusive flock on the shard's lock file, polled until ``timeout_s``."""
-
-    def __init__(self, path: Path, timeout_s: float) -> None:
-        self.path = path
-        self.timeout_s = timeout_s
-        self._fd: int | None = None
-
-    def __enter__(self) -> _ShardLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise StateError(
-                        f"{self.path.name}: another process still runs this shard after "
-                        f"{self.timeout_s:.0f} s; stop it, then run the same command again"
-                    ) from None
-                time.sleep(0.2)
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-
 class Forwarder:
     """The engine's ``on_event``: buffers events, sends them to the job a few times a second.
 
@@ -210,8 +175,15 @@ def run_shard_locked(
     fatal BulkflexError (no token, destination full, unusable state): the job decides.
     """
     lock_path = Path(task.dest) / STATE_DIR / f"shard-{task.index}.lock"
+
+    def busy(holder: str) -> StateError:
+        return StateError(
+            f"{lock_path.name}: another process ({holder or 'pid unknown'}) still runs this "
+            f"shard after {task.lock_timeout_s:.0f} s; stop it, then run the same command again"
+        )
+
     try:
-        with _ShardLock(lock_path, task.lock_timeout_s):
+        with ExclusiveLock(lock_path, busy, timeout_s=task.lock_timeout_s):
             return anyio.run(_main, task, link, backend=backend, backend_options=backend_options)
     except BulkflexError as exc:
         return ShardFailure(task.index, type(exc).__name__, exc.exit_code, str(exc))
@@ -238,6 +210,7 @@ async def _main(task: ShardTask, link: ShardLink) -> Summary:
                     stop=stop,
                     state_name=shard_state_name(task.index),
                     widen=caps_out,
+                    lock=False,  # the shard lock guards this state file
                 )
             finally:
                 forwarder.flush()

@@ -54,7 +54,7 @@ from bulkflex.errors import (
     UntrustedServer,
     redact_url,
 )
-from bulkflex.state import EntryRow, StateDB
+from bulkflex.state import EntryRow, StateDB, destination_lock
 from bulkflex.transfer import events as ev
 from bulkflex.transfer.files import (
     Chunks,
@@ -1189,6 +1189,7 @@ async def download_async(
     stop: anyio.Event | None = None,
     state_name: str = "state.sqlite",
     widen: ObjectReceiveStream[tuple[int, int]] | None = None,
+    lock: bool = True,
 ) -> Summary:
     """Download every entry of ``manifest`` into ``dest``; resume whatever an earlier run left.
 
@@ -1205,15 +1206,33 @@ async def download_async(
             when several processes share a destination: no two processes write one file).
         widen: ``(per_host, connections)`` pairs that raise the caps while the run goes on
             (never lower them): a worker process gets the share of one that finished.
+        lock: hold ``dest``'s lock (:func:`~bulkflex.state.destination_lock`) for the run, so
+            that a second run there stops at once; False for a shard, whose state file has a
+            lock of its own (and whose job holds ``dest``'s).
 
     Returns:
         The :class:`Summary`. Failed entries do not raise; they are listed in it.
 
     Raises:
         ManifestError: the manifest is malformed (nothing was fetched).
-        DestinationError: the destination cannot be written (progress kept).
+        DestinationError: the destination cannot be written (progress kept), or another run
+            holds its lock (nothing was touched).
         AuthError: a token is needed and none could be had (progress kept).
     """
+    if lock:
+        with destination_lock(dest):
+            return await download_async(
+                manifest,
+                dest,
+                options,
+                on_event=on_event,
+                credentials=credentials,
+                client=client,
+                stop=stop,
+                state_name=state_name,
+                widen=widen,
+                lock=False,
+            )
     options = options or DownloadOptions()
     dest_path = Path(dest)
     started = time.monotonic()

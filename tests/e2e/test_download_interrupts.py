@@ -29,7 +29,7 @@ from clirun import (
     wait_until,
     write_manifest,
 )
-from faultserver import FaultServer, KiB, MiB
+from faultserver import FaultServer, KiB, MiB, Rule
 
 CONNECTIONS = 3
 WINDOW = 64 * KiB
@@ -129,6 +129,49 @@ def test_ctrl_c_exits_130_keeps_progress_and_rerun_completes(
         f"re-fetched {refetched} bytes after Ctrl-C (allowed {allowed}); first run served "
         f"{served_first} of {TOTAL}"
     )
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_second_run_on_a_busy_destination_stops_at_once_and_touches_nothing(
+    tmp_path: Path, processes: str
+) -> None:
+    # without the destination's lock, both runs wrote the same .part files and state rows, and
+    # the second one ended with "cannot write .../f0.bin: No such file or directory", exit 4
+    with FaultServer() as server:
+        names = [f"f{i}.bin" for i in range(60)]  # 60: enough for two worker processes
+        for name in names:
+            server.add_file(name, 4 * KiB)
+        server.add_file("slow.bin", 256 * KiB, Rule(stall_after=64 * KiB))  # first request only
+        manifest = write_manifest(
+            tmp_path / "m.jsonl", [entry(server, name) for name in [*names, "slow.bin"]]
+        )
+        dest = tmp_path / "d"
+        args = download_args(manifest, dest, "--processes", processes)
+        first = start_cli(*args)
+        wait_until(
+            lambda: (
+                server.stats("slow.bin").bytes_sent >= 64 * KiB
+                and all(server.stats(name).gets for name in names)
+            ),
+            timeout=30,
+            what="the first run to fetch every file and stall on slow.bin",
+            proc=first,
+        )
+        served = server.total_requests
+        second = run_cli(*args)
+        assert second.returncode == 4, second.describe()
+        assert second.stderr_lines == [
+            f"bulkflex: error: {dest} is in use by another bulkflex download (pid {first.pid}): "
+            "let it finish, or stop it and run the same command again"
+        ], second.describe()
+        assert server.total_requests == served
+        assert first.poll() is None  # the first run goes on
+        interrupted = kill(first, signal.SIGINT)
+        assert interrupted.returncode == 130, interrupted.describe()
+        again = run_cli(*args)
+        assert again.returncode == 0, again.describe()
+        assert_files(dest, {name: server.content(name) for name in [*names, "slow.bin"]})
+        assert all(len(server.stats(name).gets) == 1 for name in names)
 
 
 def test_unwritable_destination_exits_4_with_one_line(server: FaultServer, tmp_path: Path) -> None:

@@ -1,0 +1,49 @@
+"""``bulkflex.state.ExclusiveLock``: the flock behind a destination's lock and each shard's."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from bulkflex.errors import StateError
+from bulkflex.state import ExclusiveLock
+
+
+def _busy(holder: str) -> StateError:
+    return StateError(f"taken by {holder or 'nobody known'}")
+
+
+def test_a_held_lock_names_its_holder_and_is_free_again_after(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "lock"  # its folder is made
+    with (
+        ExclusiveLock(path, _busy),
+        pytest.raises(StateError, match=f"^taken by pid {os.getpid()}$"),
+        ExclusiveLock(path, _busy),
+    ):
+        pass
+    with ExclusiveLock(path, _busy):
+        pass
+
+
+def test_a_waiting_lock_gets_it_once_the_holder_lets_go(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ExclusiveLock(path, _busy):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        threading.Timer(0.3, release.set).start()
+        with ExclusiveLock(path, _busy, timeout_s=30):
+            assert release.is_set()
+    finally:
+        release.set()
+        holder.join(10)
