@@ -167,6 +167,8 @@ class ExclusiveLock:
 
     def __exit__(self, *exc_info: object) -> None:
         if self._fd is not None:
+            with suppress(OSError):
+                os.ftruncate(self._fd, 0)  # a pid is only ever read while its run holds the lock
             os.close(self._fd)  # closing drops the flock (forked workers may still hold it)
             self._fd = None
 
