@@ -50,6 +50,7 @@ __all__ = [
     "StateDB",
     "StatusCounts",
     "destination_lock",
+    "ensure_not_busy",
     "no_trace_if_rejected",
     "state_path",
 ]
@@ -196,6 +197,17 @@ def destination_lock(dest: str | os.PathLike[str]) -> ExclusiveLock:
         )
 
     return ExclusiveLock(Path(dest) / STATE_DIR / "lock", busy)
+
+
+def ensure_not_busy(dest: str | os.PathLike[str]) -> None:
+    """Raise :func:`destination_lock`'s error now if another run holds ``dest``; create nothing.
+
+    For commands with long work before the download (``get`` plans first, which can take
+    minutes): they learn at once that the destination is taken, not after the planning.
+    """
+    if (Path(dest) / STATE_DIR / "lock").exists():
+        with destination_lock(dest):
+            pass
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from bulkflex.cli.plan import (
     run_plan,
 )
 from bulkflex.core.paths import STATE_DIR
+from bulkflex.state import ensure_not_busy
 
 
 def add_parser(sub: Any) -> None:
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     request = plan_request_from_args(args)
     options = options_from_args(args)
     manifest = args.manifest or args.dest / STATE_DIR / "manifest.jsonl"
+    ensure_not_busy(args.dest)  # before the planning, and before its manifest replaces theirs
     stats = run_plan(request, manifest, progress=not args.no_progress)
     print_plan_summary(stats, manifest, stream=sys.stdout)
     if stats.assets == 0:

@@ -132,7 +132,7 @@ def test_ctrl_c_exits_130_keeps_progress_and_rerun_completes(
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])
-def test_second_run_on_a_busy_destination_stops_at_once_and_touches_nothing(
+def test_second_run_or_get_on_a_busy_destination_stops_at_once_and_touches_nothing(
     tmp_path: Path, processes: str
 ) -> None:
     # without the destination's lock, both runs wrote the same .part files and state rows, and
@@ -164,6 +164,11 @@ def test_second_run_on_a_busy_destination_stops_at_once_and_touches_nothing(
             f"bulkflex: error: {dest} is in use by another bulkflex download (pid {first.pid}): "
             "let it finish, or stop it and run the same command again"
         ], second.describe()
+        # get says so before it plans (the catalog, a closed port, is never asked) and before
+        # its manifest would replace the running job's
+        planned = run_cli("get", "http://127.0.0.1:9/", "-c", "C", "-d", dest, "--no-progress")
+        assert planned.returncode == 4, planned.describe()
+        assert planned.stderr_lines == second.stderr_lines, planned.describe()
         assert server.total_requests == served
         assert first.poll() is None  # the first run goes on
         interrupted = kill(first, signal.SIGINT)
