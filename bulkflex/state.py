@@ -52,6 +52,7 @@ __all__ = [
     "destination_lock",
     "ensure_not_busy",
     "no_trace_if_rejected",
+    "running_download",
     "state_path",
 ]
 
@@ -182,11 +183,15 @@ def _holder(fd: int) -> str:
     return f"pid {text}" if text.isdigit() else ""
 
 
+_LOCK_NAME = "lock"
+
+
 def destination_lock(dest: str | os.PathLike[str]) -> ExclusiveLock:
     """The lock of a run of ``dest`` on this machine: ``DEST/.bulkflex/lock``.
 
     A second run on the same destination would write the same ``.part`` files and state rows
-    as the first: it stops at once instead, exit 4, naming the run that holds the lock.
+    as the first: it stops instead, within a second (the wait covers a ``status`` probe, never
+    a run), exit 4, naming the run that holds the lock.
     """
 
     def busy(holder: str) -> DestinationError:
@@ -196,7 +201,28 @@ def destination_lock(dest: str | os.PathLike[str]) -> ExclusiveLock:
             "or stop it and run the same command again"
         )
 
-    return ExclusiveLock(Path(dest) / STATE_DIR / "lock", busy)
+    return ExclusiveLock(Path(dest) / STATE_DIR / _LOCK_NAME, busy, timeout_s=1.0)
+
+
+def running_download(dest: str | os.PathLike[str]) -> str | None:
+    """``"pid N"`` (``""`` when unknown) if a download holds ``dest``'s lock now, else None.
+
+    A probe for ``bulkflex status``: a shared lock held for an instant, which a download
+    starting at that very moment waits out (:func:`destination_lock` polls for a second).
+    """
+    try:
+        fd = os.open(Path(dest) / STATE_DIR / _LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # never locked there (or not readable): nothing known to run
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # drops the probe's own lock, if it got it
+    return None
 
 
 def ensure_not_busy(dest: str | os.PathLike[str]) -> None:
@@ -205,7 +231,7 @@ def ensure_not_busy(dest: str | os.PathLike[str]) -> None:
     For commands with long work before the download (``get`` plans first, which can take
     minutes): they learn at once that the destination is taken, not after the planning.
     """
-    if (Path(dest) / STATE_DIR / "lock").exists():
+    if (Path(dest) / STATE_DIR / _LOCK_NAME).exists():
         with destination_lock(dest):
             pass
 

@@ -1207,7 +1207,7 @@ async def download_async(
         widen: ``(per_host, connections)`` pairs that raise the caps while the run goes on
             (never lower them): a worker process gets the share of one that finished.
         lock: hold ``dest``'s lock (:func:`~bulkflex.state.destination_lock`) for the run, so
-            that a second run there stops at once; False for a shard, whose state file has a
+            that a second run there stops; False for a shard, whose state file has a
             lock of its own (and whose job holds ``dest``'s).
 
     Returns:

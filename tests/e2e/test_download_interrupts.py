@@ -9,6 +9,7 @@ tests mount a small tmpfs (root only); they skip, saying why, where mounting is 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -132,7 +133,7 @@ def test_ctrl_c_exits_130_keeps_progress_and_rerun_completes(
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])
-def test_second_run_or_get_on_a_busy_destination_stops_at_once_and_touches_nothing(
+def test_busy_destination_refuses_a_second_run_or_get_and_status_names_the_first(
     tmp_path: Path, processes: str
 ) -> None:
     # without the destination's lock, both runs wrote the same .part files and state rows, and
@@ -171,8 +172,16 @@ def test_second_run_or_get_on_a_busy_destination_stops_at_once_and_touches_nothi
         assert planned.stderr_lines == second.stderr_lines, planned.describe()
         assert server.total_requests == served
         assert first.poll() is None  # the first run goes on
+        shown = run_cli("status", dest)
+        assert shown.returncode == 0, shown.describe()
+        assert shown.stdout.splitlines()[1] == f"  a download runs there now (pid {first.pid})"
+        assert json.loads(run_cli("status", dest, "--json").stdout)["running"] == (
+            f"pid {first.pid}"
+        )
         interrupted = kill(first, signal.SIGINT)
         assert interrupted.returncode == 130, interrupted.describe()
+        assert json.loads(run_cli("status", dest, "--json").stdout)["running"] is None
+        assert "a download runs there" not in run_cli("status", dest).stdout
         again = run_cli(*args)
         assert again.returncode == 0, again.describe()
         assert_files(dest, {name: server.content(name) for name in [*names, "slow.bin"]})
