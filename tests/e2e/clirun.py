@@ -84,6 +84,21 @@ def start_cli(*args: str | os.PathLike[str], cwd: Path | None = None) -> subproc
     )
 
 
+@contextlib.contextmanager
+def started_cli(
+    *args: str | os.PathLike[str], cwd: Path | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """``start_cli`` for a ``with`` block: a process still running at its end (a failed
+    assertion) is killed and collected, so no test leaves one behind."""
+    proc = start_cli(*args, cwd=cwd)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
 def finish(proc: subprocess.Popen[str], *, timeout: float = RUN_TIMEOUT) -> Result:
     """Wait for ``proc``; on timeout kill it and fail with its output."""
     try:

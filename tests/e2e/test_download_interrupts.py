@@ -26,6 +26,7 @@ from clirun import (
     remount,
     run_cli,
     start_cli,
+    started_cli,
     tmpfs,
     wait_until,
     write_manifest,
@@ -148,40 +149,40 @@ def test_busy_destination_refuses_a_second_run_or_get_and_status_names_the_first
         )
         dest = tmp_path / "d"
         args = download_args(manifest, dest, "--processes", processes)
-        first = start_cli(*args)
-        wait_until(
-            lambda: (
-                server.stats("slow.bin").bytes_sent >= 64 * KiB
-                and all(server.stats(name).gets for name in names)
-            ),
-            timeout=30,
-            what="the first run to fetch every file and stall on slow.bin",
-            proc=first,
-        )
-        served = server.total_requests
-        second = run_cli(*args)
-        assert second.returncode == 4, second.describe()
-        assert second.stderr_lines == [
-            f"bulkflex: error: {dest} is in use by another bulkflex download (pid {first.pid}): "
-            "let it finish, or stop it and run the same command again"
-        ], second.describe()
-        # get says so before it plans (the catalog, a closed port, is never asked) and before
-        # its manifest would replace the running job's
-        planned = run_cli("get", "http://127.0.0.1:9/", "-c", "C", "-d", dest, "--no-progress")
-        assert planned.returncode == 4, planned.describe()
-        assert planned.stderr_lines == second.stderr_lines, planned.describe()
-        assert server.total_requests == served
-        assert first.poll() is None  # the first run goes on
-        shown = run_cli("status", dest)
-        assert shown.returncode == 0, shown.describe()
-        assert shown.stdout.splitlines()[1] == f"  a download runs there now (pid {first.pid})"
-        assert json.loads(run_cli("status", dest, "--json").stdout)["running"] == (
-            f"pid {first.pid}"
-        )
-        interrupted = kill(first, signal.SIGINT)
-        assert interrupted.returncode == 130, interrupted.describe()
-        assert json.loads(run_cli("status", dest, "--json").stdout)["running"] is None
-        assert "a download runs there" not in run_cli("status", dest).stdout
+        with started_cli(*args) as first:
+            wait_until(
+                lambda: (
+                    server.stats("slow.bin").bytes_sent >= 64 * KiB
+                    and all(server.stats(name).gets for name in names)
+                ),
+                timeout=30,
+                what="the first run to fetch every file and stall on slow.bin",
+                proc=first,
+            )
+            served = server.total_requests
+            second = run_cli(*args)
+            assert second.returncode == 4, second.describe()
+            assert second.stderr_lines == [
+                f"bulkflex: error: {dest} is in use by another bulkflex download "
+                f"(pid {first.pid}): let it finish, or stop it and run the same command again"
+            ], second.describe()
+            # get says so before it plans (the catalog, a closed port, is never asked) and before
+            # its manifest would replace the running job's
+            planned = run_cli("get", "http://127.0.0.1:9/", "-c", "C", "-d", dest, "--no-progress")
+            assert planned.returncode == 4, planned.describe()
+            assert planned.stderr_lines == second.stderr_lines, planned.describe()
+            assert server.total_requests == served
+            assert first.poll() is None  # the first run goes on
+            shown = run_cli("status", dest)
+            assert shown.returncode == 0, shown.describe()
+            assert shown.stdout.splitlines()[1] == f"  a download runs there now (pid {first.pid})"
+            assert json.loads(run_cli("status", dest, "--json").stdout)["running"] == (
+                f"pid {first.pid}"
+            )
+            interrupted = kill(first, signal.SIGINT)
+            assert interrupted.returncode == 130, interrupted.describe()
+            assert json.loads(run_cli("status", dest, "--json").stdout)["running"] is None
+            assert "a download runs there" not in run_cli("status", dest).stdout
         again = run_cli(*args)
         assert again.returncode == 0, again.describe()
         assert_files(dest, {name: server.content(name) for name in [*names, "slow.bin"]})
