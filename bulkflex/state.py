@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -121,8 +122,9 @@ class ExclusiveLock:
 
     The kernel drops a flock with the last descriptor of its holder, so a killed run never
     leaves a stale lock, and worker processes forked while it is held keep it until they end.
-    The holder writes its pid into the file; whoever finds the lock taken gets ``busy(holder)``
-    raised ("pid 1234", or "" when unknown), after polling for ``timeout_s`` seconds. Where the
+    The holder writes its pid and host name into the file; whoever finds the lock taken gets
+    ``busy(holder)`` raised ("pid 1234", "pid 1234 on HOST" for another machine sharing the
+    folder, or "" when unknown), after polling for ``timeout_s`` seconds. Where the
     file system has no flock (some network mounts), the block runs unlocked, with a warning.
     """
 
@@ -163,7 +165,7 @@ class ExclusiveLock:
                 break
         with suppress(OSError):  # only for the message of a run that finds it taken
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -176,11 +178,14 @@ class ExclusiveLock:
 
 
 def _holder(fd: int) -> str:
+    """``"pid N"``, or ``"pid N on HOST"`` for a run on another machine sharing the folder."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii").strip()
+        pid, _, host = os.pread(fd, 300, 0).decode("utf-8").strip().partition(" ")
     except (OSError, UnicodeDecodeError):
         return ""
-    return f"pid {text}" if text.isdigit() else ""
+    if not pid.isdigit():
+        return ""
+    return f"pid {pid} on {host}" if host and host != socket.gethostname() else f"pid {pid}"
 
 
 _LOCK_NAME = "lock"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -47,3 +48,17 @@ def test_a_waiting_lock_gets_it_once_the_holder_lets_go(tmp_path: Path) -> None:
     finally:
         release.set()
         holder.join(10)
+
+
+def test_a_holder_on_another_machine_is_named_with_its_host(tmp_path: Path) -> None:
+    # a folder shared over NFS: the pid alone would point at a process of this machine
+    path = tmp_path / "lock"
+    with ExclusiveLock(path, _busy):
+        assert path.read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+        path.write_text("4242 jupyter-7\n")
+        with (
+            pytest.raises(StateError, match=r"^taken by pid 4242 on jupyter-7$"),
+            ExclusiveLock(path, _busy),
+        ):
+            pass
+    assert path.read_text() == ""  # cleared when let go
