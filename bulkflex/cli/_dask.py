@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import FrameType
 
 from bulkflex.auth import Credentials
+from bulkflex.state import destination_lock
 from bulkflex.transfer import DownloadOptions, Summary
 from bulkflex.transfer import events as ev
 
@@ -48,6 +49,10 @@ def run_on_cluster(
     from bulkflex.distributed import connect, download_on_cluster  # needs the dask extra
 
     with _sigterm_as_interrupt(), connect(address, timeout_s=CONNECT_TIMEOUT_S) as client:
-        return download_on_cluster(
-            manifest, dest, client, options, credentials=credentials, on_event=on_event
-        )
+        # a local cluster writes this machine's DEST: it holds DEST's lock, as a run without
+        # Dask does; a remote cluster's DEST may not be here at all (its shards have locks)
+        here = destination_lock(dest) if address.startswith("local:") else nullcontext()
+        with here:
+            return download_on_cluster(
+                manifest, dest, client, options, credentials=credentials, on_event=on_event
+            )

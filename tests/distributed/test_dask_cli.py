@@ -95,6 +95,20 @@ def test_ctrl_c_stops_the_cluster_job_and_the_same_command_finishes(
                 break
             time.sleep(0.05)
         assert process.poll() is None, "the job ended before it could be interrupted"
+        # a local cluster holds DEST's lock, as a run without Dask does
+        shown = subprocess.run(
+            _bulkflex("status", dest), capture_output=True, text=True, timeout=30, env=_env()
+        )
+        assert f"  a download runs there now (pid {process.pid})" in shown.stdout, shown.stdout
+        second = subprocess.run(
+            _bulkflex("download", manifest, "-d", dest, "--no-progress"),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            env=_env(),
+        )
+        assert second.returncode == 4, second.stderr
+        assert f"is in use by another bulkflex download (pid {process.pid})" in second.stderr
         os.killpg(process.pid, signal.SIGINT)
         _, err = process.communicate(timeout=RUN_TIMEOUT)
     finally:
