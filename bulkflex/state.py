@@ -14,6 +14,11 @@ back, so a bad manifest changes nothing. Memory stays flat: lines are streamed, 
 are found by the UNIQUE index on ``path`` rather than a Python set.
 
 No secret is ever stored: tokens travel in headers, never in URLs bulkflex writes here.
+
+The rest of ``DEST/.bulkflex/`` is kept here too: the destination's lock (``lock``: one download
+at a time, see :func:`destination_lock`; shards lock their own files with the same
+:class:`ExclusiveLock`), and the rule that a rejected manifest leaves a new destination as it
+was (:func:`no_trace_if_rejected`).
 """
 
 from __future__ import annotations
