@@ -211,7 +211,7 @@ def destination_lock(dest: str | os.PathLike[str]) -> ExclusiveLock:
             "or stop it and run the same command again"
         )
 
-    return ExclusiveLock(Path(dest) / STATE_DIR / _LOCK_NAME, busy, timeout_s=1.0)
+    return ExclusiveLock(state_path(dest, _LOCK_NAME), busy, timeout_s=1.0)
 
 
 def running_download(dest: str | os.PathLike[str]) -> str | None:
@@ -221,7 +221,7 @@ def running_download(dest: str | os.PathLike[str]) -> str | None:
     starting at that very moment waits out (:func:`destination_lock` polls for a second).
     """
     try:
-        fd = os.open(Path(dest) / STATE_DIR / _LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(state_path(dest, _LOCK_NAME), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None  # never locked there (or not readable): nothing known to run
     try:
@@ -241,7 +241,7 @@ def ensure_not_busy(dest: str | os.PathLike[str]) -> None:
     For commands with long work before the download (``get`` plans first, which can take
     minutes): they learn at once that the destination is taken, not after the planning.
     """
-    if (Path(dest) / STATE_DIR / _LOCK_NAME).exists():
+    if state_path(dest, _LOCK_NAME).exists():
         with destination_lock(dest):
             pass
 

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -1219,79 +1219,66 @@ async def download_async(
             holds its lock (nothing was touched).
         AuthError: a token is needed and none could be had (progress kept).
     """
-    if lock:
-        with destination_lock(dest):
-            return await download_async(
-                manifest,
-                dest,
-                options,
-                on_event=on_event,
-                credentials=credentials,
-                client=client,
-                stop=stop,
-                state_name=state_name,
-                widen=widen,
-                lock=False,
-            )
-    options = options or DownloadOptions()
-    dest_path = Path(dest)
-    started = time.monotonic()
-    state = StateDB(dest_path, name=state_name)
-    try:
-        total = state.load_manifest(manifest)
-        counts = state.counts()
-        own_client = client is None
-        if client is None:
-            # a block is handed over when full: never more than a flush window, or a kill
-            # would lose more than the window
-            block = min(options.read_bufsize, options.write_batch_bytes, options.flush_bytes)
-            client = HTTPClient(
-                connect_timeout=options.connect_timeout_s,
-                read_timeout=options.read_timeout_s,
-                block_size=block,
-                # bytes a connection may hold for a slow disk: 4 MiB each, but no more than
-                # _RECEIVE_BUDGET for all of them (64 connections would otherwise hold 256 MiB)
-                high_water=max(block, min(4 * MiB, _RECEIVE_BUDGET // options.connections)),
-                max_idle_per_origin=options.connections,
-            )
-        run = _Run(dest_path, state, options, client, on_event, credentials)
-        run.emit(
-            ev.Started(
-                files=total,
-                total_bytes=counts.expected_bytes,
-                already_done=counts.done,
-                already_done_bytes=counts.done_bytes,
-                partial_bytes=counts.partial_bytes,
-            )
-        )
+    with destination_lock(dest) if lock else nullcontext():
+        options = options or DownloadOptions()
+        dest_path = Path(dest)
+        started = time.monotonic()
+        state = StateDB(dest_path, name=state_name)
         try:
-            if credentials is not None:
-                await credentials.start()
-            await _pool(run, stop, widen)
+            total = state.load_manifest(manifest)
+            counts = state.counts()
+            own_client = client is None
+            if client is None:
+                # a block is handed over when full: never more than a flush window, or a kill
+                # would lose more than the window
+                block = min(options.read_bufsize, options.write_batch_bytes, options.flush_bytes)
+                client = HTTPClient(
+                    connect_timeout=options.connect_timeout_s,
+                    read_timeout=options.read_timeout_s,
+                    block_size=block,
+                    # bytes a connection may hold for a slow disk: 4 MiB each, but no more than
+                    # _RECEIVE_BUDGET for all of them (64 connections would otherwise hold 256 MiB)
+                    high_water=max(block, min(4 * MiB, _RECEIVE_BUDGET // options.connections)),
+                    max_idle_per_origin=options.connections,
+                )
+            run = _Run(dest_path, state, options, client, on_event, credentials)
+            run.emit(
+                ev.Started(
+                    files=total,
+                    total_bytes=counts.expected_bytes,
+                    already_done=counts.done,
+                    already_done_bytes=counts.done_bytes,
+                    partial_bytes=counts.partial_bytes,
+                )
+            )
+            try:
+                if credentials is not None:
+                    await credentials.start()
+                await _pool(run, stop, widen)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await run.commit()
+                    finally:
+                        if own_client:
+                            await client.close()
+                        run.executor.shutdown(wait=True)
+            remaining = state.counts(failures_limit=0)
+            summary = Summary(
+                files_total=total,
+                files_done=run.files_done,
+                files_skipped=run.files_skipped,
+                files_failed=run.files_failed,
+                files_pending=remaining.pending,
+                bytes_downloaded=run.bytes_downloaded,
+                seconds=time.monotonic() - started,
+                failures=tuple(run.failures),
+                interrupted=run.interrupted,
+            )
+            run.emit(ev.Finished.of(summary))
+            return summary
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await run.commit()
-                finally:
-                    if own_client:
-                        await client.close()
-                    run.executor.shutdown(wait=True)
-        remaining = state.counts(failures_limit=0)
-        summary = Summary(
-            files_total=total,
-            files_done=run.files_done,
-            files_skipped=run.files_skipped,
-            files_failed=run.files_failed,
-            files_pending=remaining.pending,
-            bytes_downloaded=run.bytes_downloaded,
-            seconds=time.monotonic() - started,
-            failures=tuple(run.failures),
-            interrupted=run.interrupted,
-        )
-        run.emit(ev.Finished.of(summary))
-        return summary
-    finally:
-        state.close()
+            state.close()
 
 
 async def _pool(
