@@ -108,9 +108,8 @@ def _left_by_a_killed_run(record: Path, notes: list[str]) -> None:
         )
         return
     notes.append(
-        f"free page reporting was left changed by a benchmark that did not end "
-        f"({_shown(record)}): "
-        f"put back to {_describe(values)} first"
+        "free page reporting was left changed by a benchmark that did not end "
+        f"({_shown(record)}): put back to {_describe(values)} first"
     )
 
 
@@ -206,8 +205,13 @@ def _put_back(values: dict[str, str], record: Path) -> bool:
 
 
 def _shown(record: Path) -> str:
-    """The record's path as a report may print it: relative to the repository when it is ours."""
-    return "benchmarks/.data/page_reporting.json" if record == RECORD else str(record)
+    """The record's path as a report may print it: relative to the repository when in it."""
+    repository = RECORD.parents[2]
+    return (
+        record.relative_to(repository).as_posix()
+        if record.is_relative_to(repository)
+        else str(record)
+    )
 
 
 def _describe(values: dict[str, str]) -> str:
