@@ -35,7 +35,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -49,6 +49,7 @@ from bulkflex.distributed._shard import JobNames, ShardLink, ShardTask, run_shar
 from bulkflex.state import destination_lock
 from bulkflex.transfer import DownloadOptions, Summary
 from bulkflex.transfer import events as ev
+from bulkflex.transfer.engine import LOOP_DISK_MEAN_S
 
 __all__ = ["ProcessPool", "WorkerDied", "download_in_processes"]
 
@@ -358,12 +359,16 @@ def download_in_processes(
     """
     # taken before the workers start: forked ones share it, so even when this process is
     # killed, no second run enters the destination until they are gone too
+    options = options or DownloadOptions()
+    if options.loop_disk_mean_s is None and processes > 1:
+        # every core runs a worker's event loop: a thread hop per small file only adds CPU
+        options = replace(options, loop_disk_mean_s=LOOP_DISK_MEAN_S)
     with destination_lock(dest), ProcessPool(processes, use_uvloop=use_uvloop) as pool:
         return run_job(
             pool,
             manifest,
             dest,
-            options or DownloadOptions(),
+            options,
             credentials=credentials,
             on_event=on_event,
             stop=stop,
