@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import uuid
@@ -142,7 +141,7 @@ class Forwarder:
         if isinstance(event, ev.Progress):
             self.bytes += event.nbytes
         elif not isinstance(event, ev.Finished):
-            self.records.append([type(event).__name__, dataclasses.asdict(event)])
+            self.records.append([type(event).__name__, ev.event_fields(event)])
 
     def flush(self) -> None:
         if not self.bytes and not self.records:
