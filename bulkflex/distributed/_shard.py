@@ -20,18 +20,16 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from bulkflex.auth import HostScope
-from bulkflex.core.paths import STATE_DIR
 from bulkflex.distributed._auth import ClusterCredentials, TokenState
-from bulkflex.distributed._shards import shard_state_name
+from bulkflex.distributed._shards import shard_lock_name, shard_state_name
 from bulkflex.errors import BulkflexError, StateError
-from bulkflex.state import ExclusiveLock
+from bulkflex.state import ExclusiveLock, state_path
 from bulkflex.transfer import DownloadOptions, Summary, download_async
 from bulkflex.transfer import events as ev
 from bulkflex.transfer.engine import first_error
@@ -173,7 +171,7 @@ def run_shard_locked(
     Returns the engine's :class:`~bulkflex.transfer.Summary`, or a :class:`ShardFailure` for a
     fatal BulkflexError (no token, destination full, unusable state): the job decides.
     """
-    lock_path = Path(task.dest) / STATE_DIR / f"shard-{task.index}.lock"
+    lock_path = state_path(task.dest, shard_lock_name(task.index))
 
     def busy(holder: str) -> StateError:
         return StateError(

@@ -64,6 +64,11 @@ def shard_state_name(index: int) -> str:
     return f"shard-{index}.sqlite"
 
 
+def shard_lock_name(index: int) -> str:
+    """File name of shard ``index``'s lock under ``DEST/.bulkflex/`` (held while it runs)."""
+    return f"shard-{index}.lock"
+
+
 def shard_manifest_path(dest: str | os.PathLike[str], index: int) -> Path:
     return Path(dest) / STATE_DIR / SHARDS_DIR / f"shard-{index}.jsonl"
 
