@@ -357,12 +357,12 @@ def download_in_processes(
         DestinationError: another run holds ``dest``'s lock (nothing was started).
         ClusterError: a worker process died or a shard crashed.
     """
-    # taken before the workers start: forked ones share it, so even when this process is
-    # killed, no second run enters the destination until they are gone too
     options = options or DownloadOptions()
     if options.loop_disk_mean_s is None and processes > 1:
         # every core runs a worker's event loop: a thread hop per small file only adds CPU
         options = replace(options, loop_disk_mean_s=LOOP_DISK_MEAN_S)
+    # taken before the workers start: forked ones share it, so even when this process is
+    # killed, no second run enters the destination until they are gone too
     with destination_lock(dest), ProcessPool(processes, use_uvloop=use_uvloop) as pool:
         return run_job(
             pool,
