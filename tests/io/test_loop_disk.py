@@ -8,6 +8,7 @@ in (the real method still does the work): the bytes on disk are checked every ti
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -119,10 +120,9 @@ def write_job(server: FaultServer, tmp_path: Path, sizes: dict[str, int]) -> Pat
     for name, size in sizes.items():
         server.add_file(name, size)
         data = server.content(name)
-        lines.append(
-            f'{{"url": "{server.url(name)}", "path": "{name}", "size": {size}, '
-            f'"checksum": "{sha256_multihash(data)}"}}\n'
-        )
+        checksum = sha256_multihash(data)
+        record = {"url": server.url(name), "path": name, "size": size, "checksum": checksum}
+        lines.append(json.dumps(record) + "\n")
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(lines))
     return manifest
