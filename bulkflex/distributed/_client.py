@@ -17,16 +17,24 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Hashable, Iterator
+from collections import Counter
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dask.config
 import distributed
+from distributed.comm.addressing import get_address_host, parse_address
 
 from bulkflex.auth import Credentials
 from bulkflex.distributed._auth import TokenState
-from bulkflex.distributed._job import ClusterError, Outcome, run_job, split_evenly
+from bulkflex.distributed._job import (
+    ClusterError,
+    Outcome,
+    run_job,
+    split_evenly,
+    with_loop_disk,
+)
 from bulkflex.distributed._shard import FORWARD_INTERVAL_S, JobNames, ShardTask
 from bulkflex.distributed._worker import run_shard as _run_shard
 from bulkflex.errors import UsageError
@@ -119,6 +127,19 @@ def _slots(client: distributed.Client, wait_s: float) -> int:
             ) from None
         nthreads = client.nthreads()
     return max(1, sum(int(n) for n in nthreads.values()))
+
+
+def processes_per_host(nthreads: Mapping[str, int]) -> int:
+    """The fewest worker processes any host runs, from ``Client.nthreads()`` (worker address ->
+    threads); 1 when shards share a process (a worker that runs several tasks at once, or
+    in-process workers), 0 with no worker yet."""
+    hosts: Counter[str] = Counter()
+    for address, threads in nthreads.items():
+        scheme, _ = parse_address(address)
+        if threads != 1 or scheme == "inproc":
+            return 1
+        hosts[get_address_host(address)] += 1
+    return min(hosts.values(), default=0)
 
 
 class _DaskBackend:
@@ -245,12 +266,16 @@ def download_on_cluster(
         ClusterError: a shard failed otherwise (e.g. it kept killing its worker).
     """
     backend = _DaskBackend(client)
+    # as with --processes: several one-task workers on each host (local:N with N > 1) keep a
+    # small file's disk work on their event loops; a cluster whose workers have not joined yet
+    # keeps the disk threads
+    options = with_loop_disk(options or DownloadOptions(), processes_per_host(client.nthreads()))
     with backend.subscribed():
         return run_job(
             backend,
             manifest,
             dest,
-            options or DownloadOptions(),
+            options,
             credentials=credentials,
             on_event=on_event,
             stop=stop,

@@ -53,8 +53,17 @@ from bulkflex.errors import BulkflexError, DestinationError
 from bulkflex.state import StateDB
 from bulkflex.transfer import DownloadOptions, Summary
 from bulkflex.transfer import events as ev
+from bulkflex.transfer.engine import LOOP_DISK_MEAN_S
 
-__all__ = ["STOP_GRACE_S", "Backend", "ClusterError", "Outcome", "run_job", "split_evenly"]
+__all__ = [
+    "STOP_GRACE_S",
+    "Backend",
+    "ClusterError",
+    "Outcome",
+    "run_job",
+    "split_evenly",
+    "with_loop_disk",
+]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +141,19 @@ def split_evenly(total: int, parts: int) -> list[int]:
         raise ValueError("parts must be at least 1")
     base, extra = divmod(total, parts)
     return [max(1, base + (1 if i < extra else 0)) for i in range(parts)]
+
+
+def with_loop_disk(options: DownloadOptions, processes_per_host: int) -> DownloadOptions:
+    """``options`` for shards on hosts that each run ``processes_per_host`` worker processes of
+    one task at a time (the fewest over the hosts).
+
+    With more than one, every core already runs a shard's event loop: a small file's disk work
+    stays on that loop (``LoopDisk``), as a thread hop per file only adds CPU. With one, the
+    disk threads put that work on another core. A choice the user made is kept.
+    """
+    if options.loop_disk_mean_s is None and processes_per_host > 1:
+        return replace(options, loop_disk_mean_s=LOOP_DISK_MEAN_S)
+    return options
 
 
 def _event_from(name: str, fields: dict[str, Any]) -> ev.Event | None:

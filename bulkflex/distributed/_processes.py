@@ -35,7 +35,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -44,12 +44,11 @@ from typing import Any
 
 from bulkflex.auth import Credentials
 from bulkflex.distributed._auth import TokenState
-from bulkflex.distributed._job import Outcome, run_job
+from bulkflex.distributed._job import Outcome, run_job, with_loop_disk
 from bulkflex.distributed._shard import JobNames, ShardLink, ShardTask, run_shard_locked
 from bulkflex.state import destination_lock
 from bulkflex.transfer import DownloadOptions, Summary
 from bulkflex.transfer import events as ev
-from bulkflex.transfer.engine import LOOP_DISK_MEAN_S
 
 __all__ = ["ProcessPool", "WorkerDied", "download_in_processes"]
 
@@ -357,10 +356,7 @@ def download_in_processes(
         DestinationError: another run holds ``dest``'s lock (nothing was started).
         ClusterError: a worker process died or a shard crashed.
     """
-    options = options or DownloadOptions()
-    if options.loop_disk_mean_s is None and processes > 1:
-        # every core runs a worker's event loop: a thread hop per small file only adds CPU
-        options = replace(options, loop_disk_mean_s=LOOP_DISK_MEAN_S)
+    options = with_loop_disk(options or DownloadOptions(), processes)
     # taken before the workers start: forked ones share it, so even when this process is
     # killed, no second run enters the destination until they are gone too
     with destination_lock(dest), ProcessPool(processes, use_uvloop=use_uvloop) as pool:

@@ -26,10 +26,13 @@ from bulkflex.distributed import (
     split_evenly,
     split_manifest,
 )
+from bulkflex.distributed._client import _DaskBackend, processes_per_host
+from bulkflex.distributed._shard import ShardTask
 from bulkflex.errors import ManifestError
 from bulkflex.manifest import read_manifest
 from bulkflex.transfer import DownloadOptions
 from bulkflex.transfer import events as ev
+from bulkflex.transfer.engine import LOOP_DISK_MEAN_S
 
 distributed = pytest.importorskip("distributed")
 
@@ -126,6 +129,45 @@ def test_2000_files_over_3_workers(tmp_path: Path, server, client) -> None:  # t
     again = download_on_cluster(manifest, dest, client, DownloadOptions(per_host=6))
     assert again.ok and again.files_skipped == 2000 and again.bytes_downloaded == 0
     assert server.total_bytes_sent == total
+
+
+def test_processes_per_host_from_worker_addresses(client) -> None:  # type: ignore[no-untyped-def]
+    # the test cluster: WORKERS processes of one thread on 127.0.0.1
+    assert processes_per_host(client.nthreads()) == WORKERS
+    two_hosts = {"tcp://10.0.0.1:1": 1, "tcp://10.0.0.1:2": 1, "tcp://10.0.0.2:1": 1}
+    assert processes_per_host(two_hosts) == 1  # the fewest on any host
+    assert processes_per_host({"tcp://[::1]:1": 1, "tcp://[::1]:2": 1}) == 2
+    # several tasks in one worker share its process, as do in-process workers
+    assert processes_per_host({"tcp://10.0.0.1:1": 2, "tcp://10.0.0.1:2": 1}) == 1
+    assert processes_per_host({"inproc://10.0.0.1/7/1": 1, "inproc://10.0.0.1/7/2": 1}) == 1
+    assert processes_per_host({}) == 0  # no worker yet
+
+
+@pytest.mark.parametrize(("given", "sent"), [(None, LOOP_DISK_MEAN_S), (0.0, 0.0)])
+def test_shards_on_several_workers_of_a_host_keep_small_files_disk_work_on_their_loop(
+    tmp_path: Path,
+    server,  # type: ignore[no-untyped-def]
+    client,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    given: float | None,
+    sent: float,
+) -> None:
+    """As with --processes: the cluster runs 3 one-thread worker processes on this host, so the
+    shards get the loop's limit unless the options chose (0: always the disk threads)."""
+    tasks: list[ShardTask] = []
+    real_submit = _DaskBackend.submit
+
+    def submit(self: _DaskBackend, task: ShardTask) -> object:
+        tasks.append(task)
+        return real_submit(self, task)
+
+    monkeypatch.setattr(_DaskBackend, "submit", submit)
+    manifest, expected = make_manifest(server, tmp_path, 60)
+    options = DownloadOptions(per_host=6, loop_disk_mean_s=given)
+    summary = download_on_cluster(manifest, tmp_path / "dest", client, options)
+    assert summary.ok, summary
+    assert_bytes_equal(tmp_path / "dest", expected)
+    assert tasks and {task.options.loop_disk_mean_s for task in tasks} == {sent}
 
 
 def test_per_host_cap_holds_across_workers(tmp_path: Path, server, client) -> None:  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from faultserver import FaultServer, KiB, MiB, sha256_multihash
 
+from bulkflex.distributed._job import with_loop_disk
 from bulkflex.transfer import DownloadOptions, download_async
 from bulkflex.transfer.engine import LOOP_DISK_MEAN_S, LoopDisk
 from bulkflex.transfer.files import PartFile
@@ -74,6 +75,17 @@ def test_one_stalled_hop_moves_the_hops_to_threads_at_once() -> None:
 
 def test_a_zero_limit_never_uses_the_loop() -> None:
     assert not LoopDisk(0.0).on_loop
+
+
+def test_worker_processes_put_the_hop_on_their_loops_unless_the_options_chose() -> None:
+    """The rule of --processes and of Dask hosts: one loop per core from two workers up."""
+    default = DownloadOptions()
+    assert with_loop_disk(default, 1).loop_disk_mean_s is None  # one process: disk threads
+    assert with_loop_disk(default, 0).loop_disk_mean_s is None
+    assert with_loop_disk(default, 2).loop_disk_mean_s == LOOP_DISK_MEAN_S
+    chosen = DownloadOptions(loop_disk_mean_s=0.0)  # always threads, as the user said
+    assert with_loop_disk(chosen, 4).loop_disk_mean_s == 0.0
+    assert with_loop_disk(DownloadOptions(loop_disk_mean_s=0.01), 1).loop_disk_mean_s == 0.01
 
 
 def test_busy_follows_the_process_cpu_share_over_the_last_64_hops() -> None:
