@@ -398,10 +398,10 @@ class _Run:
     async def small_hop(self, func: Callable[[], T]) -> T:
         """Run one small file's disk work (at most a write batch) on the loop while the disk
         is fast, else in the threads (see :class:`LoopDisk`)."""
-        if not self.loop_disk.on_loop:
-            return await self.to_thread(func)
-        if not self.loop_disk.busy:
+        if self.loop_disk.on_loop and not self.loop_disk.busy:
             await asyncio.sleep(0)  # the worker this file's connection woke sends first
+        if not self.loop_disk.on_loop:  # (checked after that turn: a hop in it may have
+            return await self.to_thread(func)  # found the disk slow)
         started = time.perf_counter()
         try:
             return func()
