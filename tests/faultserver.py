@@ -44,7 +44,7 @@ import struct
 import termios
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -242,6 +242,8 @@ class _File:
     chunk_delay: float
     change_after: int | None
     rules: list[Rule]
+    #: (the whole file, this response's body) -> headers to add to a 200 or 206
+    headers: Callable[[bytes, bytes], Mapping[str, str]] | None = None
     sizes: dict[int, int] = field(default_factory=dict)  # size of each version but the first
     stats: FileStats = field(default_factory=FileStats)
 
@@ -291,6 +293,7 @@ class FaultServer:
         chunk_delay: float | None = None,
         change_after: int | None = None,
         new_size: int | None = None,
+        headers: Callable[[bytes, bytes], Mapping[str, str]] | None = None,
     ) -> str:
         """Serve ``size`` deterministic bytes at ``/files/<name>``; return its URL path.
 
@@ -301,6 +304,9 @@ class FaultServer:
             change_after: from the file's request number ``change_after`` (0-based) on, serve
                 version 2: new bytes (``new_size`` of them, default the same size), new ETag and
                 Last-Modified.
+            headers: called with the file's bytes (of the version served) and the body of a
+                200 or 206 about to be sent; what it returns is added to that response
+                (a server's digest headers, right or wrong).
         """
         if "/" in name or not name:
             raise ValueError("file names are one URL path segment")
@@ -315,6 +321,7 @@ class FaultServer:
                 chunk_delay=self.chunk_delay if chunk_delay is None else chunk_delay,
                 change_after=change_after,
                 rules=list(rules),
+                headers=headers,
             )
             if new_size is not None:
                 entry.sizes[2] = new_size
@@ -611,6 +618,8 @@ class FaultServer:
             headers["Content-Encoding"] = "gzip"
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{label_total}"
+        if entry.headers is not None:
+            headers.update(entry.headers(data, body))
 
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = len(body)

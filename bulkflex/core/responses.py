@@ -20,7 +20,9 @@ FAIL               permanent for this entry (404, 410, 403, other 4xx, a lying s
 Rules, after rclone's ``CheckContentRange`` and the lessons in the research notes: a 206 must name
 exactly the start we asked, end where we asked (or at the resource's end) and carry a matching
 Content-Length; a 200 is only the whole file; a Content-Encoding other than identity is refused,
-because ranges and checksums are about the bytes of the resource.
+because ranges and checksums are about the bytes of the resource. An accepted response also
+carries the file's digest when the server announced one (``decision.digest``, see
+:mod:`bulkflex.core.digests`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bulkflex.core.digests import ServerDigest, server_digest
 from bulkflex.core.retry import parse_retry_after
 
 __all__ = ["Decision", "RangeRequest", "Validator", "Verdict", "check_response"]
@@ -107,6 +110,8 @@ class Decision:
     changed: bool = False
     validator: Validator | None = None
     retry_after_s: float | None = None
+    #: The file's digest announced by the server (ACCEPT, WHOLE_FILE), see ``core.digests``.
+    digest: ServerDigest | None = None
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:
@@ -152,6 +157,7 @@ def check_response(
         )
 
     validator = Validator.from_headers(headers)
+    digest = server_digest(status, headers)
     length = _int_header(headers, "Content-Length")
     if length is not None and length < 0:
         return Decision(Verdict.RETRY, "unparseable Content-Length")
@@ -174,11 +180,18 @@ def check_response(
                 total=length,
                 changed=changed,
                 validator=validator,
+                digest=digest,
             )
         if request.start != 0:
             return Decision(Verdict.FAIL, "bug: a non-ranged request must start at 0")
         return Decision(
-            Verdict.ACCEPT, "200", start=0, length=length, total=length, validator=validator
+            Verdict.ACCEPT,
+            "200",
+            start=0,
+            length=length,
+            total=length,
+            validator=validator,
+            digest=digest,
         )
 
     # 206 Partial Content
@@ -231,4 +244,5 @@ def check_response(
         length=last - first + 1,
         total=total,
         validator=validator,
+        digest=digest,
     )

@@ -39,6 +39,7 @@ import anyio.abc
 from anyio.abc import ObjectReceiveStream, TaskGroup
 
 from bulkflex.core.checksum import Checksum, parse_multihash
+from bulkflex.core.digests import WANT_REPR_DIGEST, ServerDigest
 from bulkflex.core.ranges import Claim, Extents, Segment, SegmentPlan, range_header
 from bulkflex.core.responses import Decision, RangeRequest, Validator, Verdict, check_response
 from bulkflex.core.retry import RetryPolicy, StallDetector, StallRule
@@ -195,6 +196,9 @@ class _Job:
     part: PartFile
     checksum: Checksum | None
     host: str
+    #: where ``checksum`` came from: "manifest", or the header of a server's digest (taken
+    #: when the manifest has none, see ``core.digests``)
+    checksum_from: str | None = None
     #: bytes written to .part in order from 0 (not all durable yet)
     offset: int = 0
     #: bytes fdatasync-ed and recorded in the state
@@ -519,6 +523,7 @@ class _Run:
             part=part,
             checksum=checksum,
             host=parts.netloc,
+            checksum_from="manifest" if checksum else None,
             send_token=not _is_public(parts.path),
         )
         self.emit(ev.FileStarted(row.path, row.size))
@@ -611,7 +616,7 @@ class _Run:
         self.finished.append((row.id, size, job.part.final.parent))
         self.files_skipped += 1
         algorithm = job.checksum.algorithm if job.checksum else None
-        self.emit(ev.Verified(row.path, size, algorithm))
+        self.emit(ev.Verified(row.path, size, algorithm, job.checksum_from))
         log.info("%s: already in place from an earlier run; not fetched again", row.path)
         return True
 
@@ -658,6 +663,8 @@ class _Run:
     ) -> dict[str, str]:
         """Headers of a data request; with ``start``, a Range (and If-Range when known)."""
         headers = {"Accept-Encoding": "identity", "User-Agent": self.options.user_agent}
+        if job.checksum is None:  # a server that can, please say the file's digest
+            headers["Want-Repr-Digest"] = WANT_REPR_DIGEST
         if start is not None:
             headers["Range"] = range_header(start, end)
             if job.validator is not None and job.validator.if_range:
@@ -729,6 +736,8 @@ class _Run:
                 job.no_range = True
             await self._restart(job, decision.reason, changed=decision.changed)
         # ACCEPT, or WHOLE_FILE now treated as a fresh start from 0
+        if job.checksum is None and decision.digest is not None:
+            await self._adopt_digest(job, decision.digest)
         if job.offset == 0:
             if row.size is not None and decision.total is not None and decision.total != row.size:
                 raise RemoteLied(
@@ -751,6 +760,23 @@ class _Run:
             # one event-loop pass less between one request and the next on a connection.
             response.on_received(slot.release)
             await self._stream(job, response, decision)
+
+    async def _adopt_digest(self, job: _Job, digest: ServerDigest) -> None:
+        """Verify a file the manifest has no checksum for against its server's digest.
+
+        A resumed file first hashes the bytes already written; a restart forgets the digest,
+        so that the next response says it again (see :meth:`_restart`).
+        """
+        log.info(
+            "%s: no checksum in the manifest; verifying against the server's %s",
+            job.row.path,
+            digest.describe(),
+        )
+        job.checksum, job.checksum_from = digest.checksum, digest.header
+        if job.offset > 0:
+            hasher = PrefixHasher(digest.checksum.new_hasher())
+            await self.to_thread(hasher.catch_up, job.part.part, job.offset)
+            job.hasher = hasher
 
     # -- several connections for one file ----------------------------------------------------
 
@@ -1141,18 +1167,21 @@ class _Run:
                 self.finished.append((job.row.id, size, job.part.final.parent))
             self.files_done += 1
             algorithm = job.checksum.algorithm if job.checksum else None
-            self.emit(ev.Verified(job.row.path, size, algorithm))
+            self.emit(ev.Verified(job.row.path, size, algorithm, job.checksum_from))
             return True
+        reason = result.reason
+        if result.actual is not None and job.checksum_from != "manifest":
+            reason += f" (the expected value is the server's {job.checksum_from})"
         if job.restarts >= 1:
             await self.to_thread(job.part.discard)
             if job.checksum is not None and result.actual is not None:
                 raise ChecksumMismatch(
-                    result.reason + " (also after a fresh download)",
+                    reason + " (also after a fresh download)",
                     expected=job.checksum.describe(),
                     actual=result.actual,
                 )
-            raise RemoteLied(result.reason + " (also after a fresh download)")
-        await self._restart(job, result.reason, changed=True)
+            raise RemoteLied(reason + " (also after a fresh download)")
+        await self._restart(job, reason, changed=True)
         return False
 
     async def _restart(self, job: _Job, reason: str, changed: bool) -> None:
@@ -1170,6 +1199,8 @@ class _Run:
         job.validator = None
         job.total = None
         job.hasher = None
+        if job.checksum_from != "manifest":  # the server says the new file's digest again
+            job.checksum = job.checksum_from = None
         job.tail = Chunks()
         job.opened = False  # the next write reopens with O_TRUNC
         self.state.reset(job.row.id, restart=changed)

@@ -85,11 +85,17 @@ class Retrying(Event):
 
 @dataclass(frozen=True, slots=True)
 class Verified(Event):
-    """The file passed its size (and checksum, when known) and is in place under its name."""
+    """The file passed its size (and checksum, when known) and is in place under its name.
+
+    ``checksum`` names the algorithm; ``checksum_from`` where the expected value came from:
+    ``"manifest"``, or the server's header (``"Repr-Digest"``, ``"Content-Digest"``,
+    ``"Digest"``) when the manifest had none.
+    """
 
     path: str
     size: int
     checksum: str | None
+    checksum_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
