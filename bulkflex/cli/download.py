@@ -123,6 +123,14 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
         "with workers; started in one process, it resumes in one",
     )
     group.add_argument(
+        "--no-server-digests",
+        dest="server_digests",
+        action="store_false",
+        help="verify a file without a checksum in the manifest by its size only, even when its "
+        "server announces a digest (Repr-Digest, Content-Digest, Digest): for a server whose "
+        "digests are wrong",
+    )
+    group.add_argument(
         "--no-progress", action="store_true", help="no progress bar (for scripts and logs)"
     )
     group.add_argument(
@@ -162,6 +170,7 @@ def options_from_args(args: argparse.Namespace) -> DownloadOptions:
         flush_bytes=args.flush_bytes,
         flush_seconds=args.flush_seconds,
         refresh_on_403=token_options.refresh_on_403,
+        server_digests=args.server_digests,
     )
 
 

@@ -134,6 +134,8 @@ class DownloadOptions:
         split_claim: the most one connection of a split file takes at a time (see
             ``_Run._claim_size``).
         refresh_on_403: treat 403 like 401 (some servers answer 403 to an expired token).
+        server_digests: a file without a checksum in the manifest is verified against the
+            digest its server announces, if any (``core.digests``); False: by its size only.
     """
 
     connections: int = 16
@@ -155,6 +157,7 @@ class DownloadOptions:
     split_piece: int = 4 * MiB
     split_claim: int = 64 * MiB
     refresh_on_403: bool = False
+    server_digests: bool = True
     user_agent: str = "bulkflex"
 
 
@@ -663,7 +666,7 @@ class _Run:
     ) -> dict[str, str]:
         """Headers of a data request; with ``start``, a Range (and If-Range when known)."""
         headers = {"Accept-Encoding": "identity", "User-Agent": self.options.user_agent}
-        if job.checksum is None:  # a server that can, please say the file's digest
+        if job.checksum is None and self.options.server_digests:  # please say its digest
             headers["Want-Repr-Digest"] = WANT_REPR_DIGEST
         if start is not None:
             headers["Range"] = range_header(start, end)
@@ -736,7 +739,7 @@ class _Run:
                 job.no_range = True
             await self._restart(job, decision.reason, changed=decision.changed)
         # ACCEPT, or WHOLE_FILE now treated as a fresh start from 0
-        if job.checksum is None and decision.digest is not None:
+        if job.checksum is None and decision.digest is not None and self.options.server_digests:
             await self._adopt_digest(job, decision.digest)
         if job.offset == 0:
             if row.size is not None and decision.total is not None and decision.total != row.size:

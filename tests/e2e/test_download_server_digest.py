@@ -197,3 +197,20 @@ def test_a_file_that_changes_mid_download_is_verified_against_the_new_versions_d
     assert [(r.version, r.status) for r in gets] == [(1, 200), (2, 200)]
     assert gets[1].if_range == server.etag("a.bin", 1)
     assert verified(log)["a.bin"]["checksum_from"] == "Repr-Digest"
+
+
+def test_no_server_digests_checks_the_size_only(server: FaultServer, tmp_path: Path) -> None:
+    """The way out for a server whose digests are wrong: the file the wrong digest fails
+    above downloads, verified by its size, and no digest is asked for."""
+    wrong = hashlib.sha256(b"another file").digest()
+    server.add_file(
+        "a.bin", 300 * KiB, headers=lambda data, body: {"Repr-Digest": f"sha-256=:{b64(wrong)}:"}
+    )
+    result, log = run(
+        server, tmp_path, entry(server, "a.bin", checksum=False), extra=("--no-server-digests",)
+    )
+    assert result.returncode == 0, result.describe()
+    assert_files(tmp_path / "d", {"a.bin": server.content("a.bin")})
+    assert verified(log)["a.bin"]["checksum_from"] is None
+    gets = server.stats("a.bin").gets
+    assert len(gets) == 1 and "Want-Repr-Digest" not in gets[0].headers
