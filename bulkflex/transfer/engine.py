@@ -1419,8 +1419,14 @@ async def _pool(
         run.interrupted = True
         scope.cancel()
 
+    workers_done = False
+
     async def follow(caps: ObjectReceiveStream[tuple[int, int]], workers: TaskGroup) -> None:
         async for per_host, connections in caps:  # the caller's stream: it closes it
+            # A cap that arrives as the last worker ends finds this task ready to run before
+            # the cancellation below reaches it: the workers' group is closed by then.
+            if workers_done:
+                return
             run.widen(per_host, connections, workers)
 
     try:
@@ -1428,14 +1434,17 @@ async def _pool(
             outer.start_soon(run.commit_loop)
             if stop is not None:
                 outer.start_soon(wait_for_stop, outer.cancel_scope, stop)
-            async with anyio.create_task_group() as tg:
-                # Twice as many workers as connections: a worker verifying and finishing a
-                # file holds no connection, and another one keeps that connection busy.
-                # Requests in flight stay capped by the host slots (HostPacer).
-                for _ in range(_WORKERS_PER_CONNECTION * run.pacer.global_limit):
-                    tg.start_soon(run.work)
-                if widen is not None:
-                    outer.start_soon(follow, widen, tg)
+            try:
+                async with anyio.create_task_group() as tg:
+                    # Twice as many workers as connections: a worker verifying and finishing a
+                    # file holds no connection, and another one keeps that connection busy.
+                    # Requests in flight stay capped by the host slots (HostPacer).
+                    for _ in range(_WORKERS_PER_CONNECTION * run.pacer.global_limit):
+                        tg.start_soon(run.work)
+                    if widen is not None:
+                        outer.start_soon(follow, widen, tg)
+            finally:
+                workers_done = True
             outer.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         raise first_error(group) from None
