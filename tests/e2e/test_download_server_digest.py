@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import assert_files, download_args, entry, files_under, read_events, run_cli
-from clirun import write_manifest as write
+from clirun import (
+    Result,
+    assert_files,
+    download_args,
+    entry,
+    files_under,
+    read_events,
+    run_cli,
+    write_manifest,
+)
 from faultserver import FaultServer, KiB, MiB, Rule
 
 FLUSH = ("--flush-bytes", str(64 * KiB), "--flush-seconds", "30")
@@ -38,8 +46,11 @@ def verified(log: Path) -> dict[str, dict[str, Any]]:
     return {e["path"]: e for e in read_events(log) if e["event"] == "verified"}
 
 
-def run(server: FaultServer, tmp_path: Path, *records: dict[str, Any], extra: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
-    manifest = write(tmp_path / "m.jsonl", records)
+def run(
+    server: FaultServer, tmp_path: Path, *records: dict[str, Any], extra: tuple[str, ...] = ()
+) -> tuple[Result, Path]:
+    """Download ``records`` into ``tmp_path/d``; the CLI's result and its ``--log-json``."""
+    manifest = write_manifest(tmp_path / "m.jsonl", records)
     log = tmp_path / "events.jsonl"
     result = run_cli(*download_args(manifest, tmp_path / "d", "--log-json", log, *FLUSH, *extra))
     return result, log
