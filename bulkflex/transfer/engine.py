@@ -407,8 +407,9 @@ class _Run:
         is fast, else in the threads (see :class:`LoopDisk`)."""
         if self.loop_disk.on_loop and not self.loop_disk.busy:
             await asyncio.sleep(0)  # the worker this file's connection woke sends first
-        if not self.loop_disk.on_loop:  # (checked after that turn: a hop in it may have
-            return await self.to_thread(func)  # found the disk slow)
+        # looked at after that turn: a hop that ran in it may have found the disk slow
+        if not self.loop_disk.on_loop:
+            return await self.to_thread(func)
         started = time.perf_counter()
         try:
             return func()
@@ -593,10 +594,15 @@ class _Run:
         job.validator = Validator(row.etag, row.last_modified)
         job.total = row.total
         if job.checksum is not None:
-            hasher = PrefixHasher(job.checksum.new_hasher())
-            await self.to_thread(hasher.catch_up, job.part.part, durable)
-            job.hasher = hasher
+            await self._hash_written(job, job.checksum, durable)
         self.emit(ev.Resumed(row.path, durable))
+
+    async def _hash_written(self, job: _Job, checksum: Checksum, upto: int) -> None:
+        """Start the file's in-order hash with the ``upto`` bytes already in its ``.part``
+        (read back in a disk thread); the bytes that follow are hashed as they are written."""
+        hasher = PrefixHasher(checksum.new_hasher())
+        await self.to_thread(hasher.catch_up, job.part.part, upto)
+        job.hasher = hasher
 
     async def _adopt_final(self, job: _Job) -> bool:
         """Take a file already under the final name (and no ``.part``) as done, if it is ours.
@@ -777,9 +783,7 @@ class _Run:
         )
         job.checksum, job.checksum_from = digest.checksum, digest.header
         if job.offset > 0:
-            hasher = PrefixHasher(digest.checksum.new_hasher())
-            await self.to_thread(hasher.catch_up, job.part.part, job.offset)
-            job.hasher = hasher
+            await self._hash_written(job, digest.checksum, job.offset)
 
     # -- several connections for one file ----------------------------------------------------
 
