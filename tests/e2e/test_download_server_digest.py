@@ -38,8 +38,21 @@ def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
+#: the sha-256 of other bytes than any served file's
+WRONG = hashlib.sha256(b"another file").digest()
+
+
 def repr_digest(data: bytes, body: bytes) -> Mapping[str, str]:
     return {"Repr-Digest": f"sha-256=:{b64(hashlib.sha256(data).digest())}:"}
+
+
+def wrong_repr_digest(data: bytes, body: bytes) -> Mapping[str, str]:
+    return {"Repr-Digest": f"sha-256=:{b64(WRONG)}:"}
+
+
+def unchecked(server: FaultServer, *names: str) -> list[dict[str, Any]]:
+    """Manifest records of ``names`` without a checksum, as MAAP's."""
+    return [entry(server, name, checksum=False) for name in names]
 
 
 def verified(log: Path) -> dict[str, dict[str, Any]]:
@@ -78,7 +91,7 @@ def test_files_without_checksum_are_verified_against_the_servers_digest(
         headers=lambda data, body: {"Digest": f"MD5={b64(hashlib.md5(data).digest())}"},
     )
     names = ["repr.bin", "legacy.bin", "content.bin", "md5.bin"]
-    result, log = run(server, tmp_path, *(entry(server, n, checksum=False) for n in names))
+    result, log = run(server, tmp_path, *unchecked(server, *names))
     assert result.returncode == 0, result.describe()
     assert_files(tmp_path / "d", {n: server.content(n) for n in names})
     events = verified(log)
@@ -97,10 +110,7 @@ def test_files_without_checksum_are_verified_against_the_servers_digest(
 def test_a_manifest_checksum_wins_and_no_digest_is_asked_for(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    wrong = hashlib.sha256(b"another file").digest()
-    server.add_file(
-        "a.bin", 100 * KiB, headers=lambda data, body: {"Repr-Digest": f"sha-256=:{b64(wrong)}:"}
-    )
+    server.add_file("a.bin", 100 * KiB, headers=wrong_repr_digest)
     result, log = run(server, tmp_path, entry(server, "a.bin"))
     assert result.returncode == 0, result.describe()
     assert_files(tmp_path / "d", {"a.bin": server.content("a.bin")})
@@ -111,21 +121,13 @@ def test_a_manifest_checksum_wins_and_no_digest_is_asked_for(
 def test_a_wrong_server_digest_fails_the_file_after_one_fresh_download(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    wrong = hashlib.sha256(b"another file").digest()
-    server.add_file(
-        "a.bin", 300 * KiB, headers=lambda data, body: {"Repr-Digest": f"sha-256=:{b64(wrong)}:"}
-    )
+    server.add_file("a.bin", 300 * KiB, headers=wrong_repr_digest)
     server.add_file("ok.bin", 10 * KiB, headers=repr_digest)
-    result, _ = run(
-        server,
-        tmp_path,
-        entry(server, "a.bin", checksum=False),
-        entry(server, "ok.bin", checksum=False),
-    )
+    result, _ = run(server, tmp_path, *unchecked(server, "a.bin", "ok.bin"))
     assert result.returncode == 1, result.describe()
     actual = hashlib.sha256(server.content("a.bin")).hexdigest()
     assert result.failed_lines == [
-        f"FAILED a.bin: checksum mismatch: expected sha2-256:{wrong.hex()}, got sha2-256:{actual}"
+        f"FAILED a.bin: checksum mismatch: expected sha2-256:{WRONG.hex()}, got sha2-256:{actual}"
         " (the expected value is the server's Repr-Digest) (also after a fresh download)"
     ], result.describe()
     assert files_under(tmp_path / "d").keys() <= {"ok.bin", "a.bin.part"}
@@ -147,12 +149,7 @@ def test_a_digest_first_seen_on_a_resumed_206_hashes_the_bytes_already_on_disk(
     server.add_file(
         "bad.bin", size, Rule(reset_after=cut, times=None, corrupt_at=1000), headers=on_206_only
     )
-    result, log = run(
-        server,
-        tmp_path,
-        entry(server, "a.bin", checksum=False),
-        entry(server, "bad.bin", checksum=False),
-    )
+    result, log = run(server, tmp_path, *unchecked(server, "a.bin", "bad.bin"))
     assert result.returncode == 1, result.describe()
     assert_files(tmp_path / "d", {"a.bin": server.content("a.bin")})  # bad.bin: not even a .part
     assert verified(log)["a.bin"]["checksum_from"] == "Repr-Digest"
@@ -178,8 +175,7 @@ def test_a_split_file_is_verified_against_the_repr_digest_and_a_parts_content_di
     result, log = run(
         server,
         tmp_path,
-        entry(server, "repr.bin", checksum=False),
-        entry(server, "content.bin", checksum=False),
+        *unchecked(server, "repr.bin", "content.bin"),
         extra=split,
     )
     assert result.returncode == 0, result.describe()
@@ -213,13 +209,8 @@ def test_a_file_that_changes_mid_download_is_verified_against_the_new_versions_d
 def test_no_server_digests_checks_the_size_only(server: FaultServer, tmp_path: Path) -> None:
     """The way out for a server whose digests are wrong: the file the wrong digest fails
     above downloads, verified by its size, and no digest is asked for."""
-    wrong = hashlib.sha256(b"another file").digest()
-    server.add_file(
-        "a.bin", 300 * KiB, headers=lambda data, body: {"Repr-Digest": f"sha-256=:{b64(wrong)}:"}
-    )
-    result, log = run(
-        server, tmp_path, entry(server, "a.bin", checksum=False), extra=("--no-server-digests",)
-    )
+    server.add_file("a.bin", 300 * KiB, headers=wrong_repr_digest)
+    result, log = run(server, tmp_path, *unchecked(server, "a.bin"), extra=("--no-server-digests",))
     assert result.returncode == 0, result.describe()
     assert_files(tmp_path / "d", {"a.bin": server.content("a.bin")})
     assert verified(log)["a.bin"]["checksum_from"] is None
