@@ -5,7 +5,10 @@
 # its sha256 ("good runs"): MiB/s = total bytes / wall clock, median of the good runs;
 # CPU s/GiB = (user + system CPU of the tool's process tree) / GiB, median; peak RSS = median of
 # ru_maxrss. "bulkflex x" = bulkflex's MiB/s / the tool's MiB/s (> 1: bulkflex faster);
-# "CPU x" = bulkflex's CPU s/GiB / the tool's (< 1: bulkflex cheaper).
+# "CPU x" = bulkflex's CPU s/GiB / the tool's (< 1: bulkflex cheaper); "machine busy" = the CPU
+# seconds all cores spent (every process, the server and the kernel included) / (wall x cores),
+# median. The ceiling line: how fast any tool that hashes every byte could be, against the best
+# peer, from that peer's machine busy seconds and the set's measured sha256 CPU seconds.
 
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class ToolRun:
     first_problem: str = ""
     log_tail: str = ""
     killed_at: float | None = None  # seconds after the start at which the harness sent SIGKILL
+    machine_busy: float | None = None  # CPU s of all cores over the run (bench/measure.py)
 
     @property
     def good(self) -> bool:
@@ -55,6 +59,9 @@ class Row:
     files: int
     total_bytes: int
     runs: list[ToolRun] = field(default_factory=list)
+    cpus: int = 1  # the machine's cores
+    #: CPU seconds sha256 alone takes over the set (_sha256_check.hash_cpu_s), or None
+    hash_cpu: float | None = None
 
     def good_runs(self) -> list[ToolRun]:
         return [r for r in self.runs if r.good]
@@ -70,6 +77,22 @@ class Row:
         if not good:
             return None
         return statistics.median(r.cpu / (self.total_bytes / GiB) for r in good)
+
+    def median_run(self) -> ToolRun | None:
+        """The good run of median wall time (the slower middle one of an even count)."""
+        good = sorted(self.good_runs(), key=lambda r: r.wall)
+        return good[len(good) // 2] if good else None
+
+    def machine_share(self) -> float | None:
+        """Median share of the machine's cores busy during a good run (0 to 1)."""
+        shares = [
+            r.machine_busy / (r.wall * self.cpus)
+            for r in self.good_runs()
+            if r.machine_busy is not None and r.wall > 0
+        ]
+        if not shares or len(shares) != len(self.good_runs()):
+            return None
+        return statistics.median(shares)
 
     def rss_mib(self) -> float | None:
         good = self.good_runs() or self.runs
@@ -131,6 +154,37 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}×"
 
 
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{share:.0%}"
+
+
+def _ceiling(ref: Row, peer: Row) -> list[str]:
+    """The fastest any tool could be that does ``peer``'s work and also hashes every byte by
+    sha256, as bulkflex does, on this machine: the peer's busy CPU seconds plus the set's
+    sha256 CPU seconds, spread perfectly over every core, and never faster than the peer.
+    Nothing else bulkflex does (fsync, state, Python) is counted, so the bound is generous;
+    a ratio to the peer above it is out of reach for any implementation."""
+    run, ref_speed, peer_speed = peer.median_run(), ref.mib_s(), peer.mib_s()
+    if run is None or run.machine_busy is None or ref.hash_cpu is None:
+        return []
+    if ref_speed is None or peer_speed is None:
+        return []
+    busy, peer_wall = run.machine_busy, run.wall
+    least = max(peer_wall, (busy + ref.hash_cpu) / ref.cpus)
+    ceiling = peer_wall / least
+    reached = ref_speed / peer_speed
+    return [
+        "",
+        f"Ceiling for any tool that also checks every byte by sha256, against {peer.label}: "
+        f"its median run kept the machine busy {busy:.2f} CPU s of {peer_wall * ref.cpus:.2f} "
+        f"({_percent(busy / (peer_wall * ref.cpus))}); sha256 over the set takes "
+        f"{ref.hash_cpu:.2f} CPU s (measured in this run); that work added and nothing else, "
+        f"spread perfectly over {ref.cpus} cores, takes at least {least:.2f} s: at most "
+        f"**{ceiling:.2f}×** the peer's speed. bulkflex: {reached:.2f}×, "
+        f"{reached / ceiling:.0%} of that ceiling.",
+    ]
+
+
 def _size(n: int) -> str:
     if n >= GiB:
         return f"{n / GiB:.2f} GiB"
@@ -159,10 +213,10 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
         ref_speed = ref.mib_s() if ref else None
         ref_cpu = ref.cpu_per_gib() if ref else None
         out.append(
-            "| tool | MiB/s | CPU s/GiB | peak RSS MiB | bulkflex speed × | bulkflex CPU × "
-            "| requests | served MiB | in flight | conns | runs |"
+            "| tool | MiB/s | CPU s/GiB | machine busy | peak RSS MiB | bulkflex speed × "
+            "| bulkflex CPU × | requests | served MiB | in flight | conns | runs |"
         )
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         ordered = sorted(group, key=lambda r: -(r.mib_s() or -1.0))
         for row in ordered:
             good = row.good_runs() or row.runs
@@ -174,7 +228,7 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
             name = f"**{row.label}**" if row.tool.startswith("bulkflex") else row.label
             out.append(
                 f"| {name} | {_fmt(row.mib_s())} | {_fmt(row.cpu_per_gib(), 2)} "
-                f"| {_fmt(row.rss_mib(), 0)} "
+                f"| {_percent(row.machine_share())} | {_fmt(row.rss_mib(), 0)} "
                 f"| {'' if is_ref else _ratio(ref_speed, row.mib_s())} "
                 f"| {'' if is_ref else _ratio(ref_cpu, row.cpu_per_gib())} "
                 f"| {_fmt(reqs, 0)} | {_fmt(served, 0)} | {_fmt(flight, 0)} | {_fmt(conns, 0)} "
@@ -201,6 +255,8 @@ def render(rows: list[Row], kills: list[KillResult], header: list[str], notes: l
                     f"bulkflex / {against} ({best.label}, {_fmt(best.mib_s())} MiB/s): "
                     f"**{_ratio(ref_speed, best.mib_s())}**",
                 ]
+        if ref is not None and peers:
+            out += _ceiling(ref, peers[0])
         variants = [r for r in ordered if r.tool.startswith("bulkflex-") and r.mib_s()]
         for variant in variants if peers else []:
             best = peers[0]

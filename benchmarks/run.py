@@ -32,6 +32,7 @@ from _memory import held_free_pages
 from _peers import PEERS, Context, Peer, clean_env
 from _report import KillResult, Row, ToolRun, render, write_chart, write_json
 from _servers import PROFILES, Server, find_lua_modules
+from _sha256_check import hash_cpu_s
 from _workloads import FileSet, ensure_set, file_set_spec, verify_tree
 
 from bulkflex.bench.measure import gnu_time, run_measured
@@ -209,19 +210,25 @@ def run_tool(
         first_problem=problems[0] if problems else "",
         log_tail="" if result.exit_code == 0 else result.log_tail,
         killed_at=result.killed_at,
+        machine_busy=result.machine_busy,
     )
     return run, dest
 
 
 def _describe(run: ToolRun, total: int) -> str:
     speed = total / (1024 * 1024) / run.wall
+    busy = (
+        ""
+        if run.machine_busy is None
+        else f" machine {run.machine_busy / (run.wall * (os.cpu_count() or 1)):4.0%}"
+    )
     state = (
         "verified"
         if run.good
         else ("TIMEOUT" if run.timed_out else f"exit {run.exit_code}, {run.problems} bad files")
     )
     return (
-        f"{run.wall:7.2f} s {speed:8.1f} MiB/s cpu {run.cpu:6.2f} s "
+        f"{run.wall:7.2f} s {speed:8.1f} MiB/s cpu {run.cpu:6.2f} s{busy} "
         f"rss {run.maxrss_kib / 1024:6.0f} MiB  {run.requests} data requests "
         f"(<= {run.peak_in_flight} in flight, {run.connections} conns)  {state}"
     )
@@ -356,8 +363,18 @@ def run_workload(
         if (p.workloads is None or w in p.workloads)
         and (p.profiles is None or server.profile in p.profiles)
     ]
+    hash_cpu = _hash_cpu(files, args)
     group = {
-        p.key: Row(w, server.profile, p.key, p.label, len(files.files), files.total_bytes)
+        p.key: Row(
+            w,
+            server.profile,
+            p.key,
+            p.label,
+            len(files.files),
+            files.total_bytes,
+            cpus=os.cpu_count() or 1,
+            hash_cpu=hash_cpu,
+        )
         for p in peers
     }
     rows.extend(group.values())
@@ -369,6 +386,15 @@ def run_workload(
                 f"[{w}/{server.profile} {rep + 1}/{args.repeat}] {peer.label:32s} "
                 f"{_describe(run, files.total_bytes)}"
             )
+
+
+def _hash_cpu(files: FileSet, args: argparse.Namespace) -> float:
+    """The CPU seconds sha256 alone takes over ``files`` (once per set and benchmark)."""
+    known: dict[str, float] = args.__dict__.setdefault("hash_cpu", {})
+    if files.name not in known:
+        known[files.name] = hash_cpu_s(files.root / spec.rel for spec in files.files)
+        log(f"  sha256 over {files.name}: {known[files.name]:.2f} CPU s")
+    return known[files.name]
 
 
 def run_order(peers: list[Peer], seed: str) -> list[Peer]:

@@ -7,6 +7,10 @@
 # this process (with the embedded server in it) is this process's own RSS. So the child is
 # wrapped in GNU time when it is installed (its %M is the tool's own peak), else its VmHWM in
 # /proc/PID/status is polled while it runs, else ru_maxrss is used (an upper bound).
+#
+# The machine's busy CPU seconds over the run (all cores, every process and the kernel's own
+# work: the server, softirqs, writeback) come from /proc/stat. They tell whether a tool left
+# cores idle, and so how much work could still be added to its run without making it longer.
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Measured", "gnu_time", "run_measured"]
+__all__ = ["Measured", "cpu_ticks", "gnu_time", "machine_busy_s", "run_measured"]
 
 _POLL_S = 0.02
 _KILL_POLL_S = 0.01
@@ -43,6 +47,9 @@ class Measured:
         log_tail: the last 4000 characters of its stdout + stderr.
         killed_at: seconds after the start at which the caller's kill rule (``kill_after``,
             ``kill_at_written``) SIGKILLed the run, or None.
+        machine_busy: CPU seconds the whole machine was busy from spawn to exit, all cores
+            and processes together (see :func:`machine_busy_s`); None where /proc/stat is
+            missing.
     """
 
     wall: float
@@ -53,6 +60,33 @@ class Measured:
     timed_out: bool
     log_tail: str
     killed_at: float | None = None
+    machine_busy: float | None = None
+
+
+def cpu_ticks(stat: str) -> tuple[int, int]:
+    """``(busy, idle)`` clock ticks of all cores together, from the text of /proc/stat.
+
+    Its first line is ``cpu  user nice system idle iowait irq softirq steal guest
+    guest_nice``. Busy is user + nice + system + irq + softirq + steal (guest time is already
+    inside user and nice); idle is idle + iowait, since a core waiting for the disk could run
+    other work. Older kernels print fewer columns: the missing ones count as 0.
+    """
+    first = stat.split("\n", 1)[0].split()
+    if not first or first[0] != "cpu":
+        raise ValueError(f"not the text of /proc/stat: {stat[:40]!r}")
+    ticks = [int(x) for x in first[1:9]] + [0] * (9 - len(first))
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks[:8]
+    return user + nice + system + irq + softirq + steal, idle + iowait
+
+
+def machine_busy_s() -> float | None:
+    """Busy CPU seconds of all cores since boot (see :func:`cpu_ticks`); None without
+    /proc/stat. The difference of two readings is what the machine did between them."""
+    try:
+        text = Path("/proc/stat").read_text()
+    except OSError:
+        return None
+    return cpu_ticks(text)[0] / os.sysconf("SC_CLK_TCK")
 
 
 def gnu_time() -> str | None:
@@ -141,6 +175,7 @@ def run_measured(
     with open(log_path, "wb") as log:
         if on_start is not None:
             on_start()
+        busy_before = machine_busy_s()
         start = time.perf_counter()
         proc = subprocess.Popen(
             full,
@@ -192,6 +227,7 @@ def run_measured(
             if poller is not None:
                 poller.join()
         wall = time.perf_counter() - start
+        busy_after = machine_busy_s()
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait again
         _kill_group(proc.pid)
     peak, source = usage.ru_maxrss, "wait4"
@@ -212,4 +248,7 @@ def run_measured(
         timed_out=timed_out.is_set(),
         log_tail=text[-4000:],
         killed_at=killed_at[0] if killed_at else None,
+        machine_busy=(
+            None if busy_before is None or busy_after is None else busy_after - busy_before
+        ),
     )
